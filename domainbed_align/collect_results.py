@@ -1,0 +1,638 @@
+"""Turn a sweep folder into DomainBed tables, ID/OOD tables and explanation tables.
+
+    python -m domainbed_align.collect_results --input_dir SWEEP [--latex | --markdown]
+        [--csv FILE] [--selection NAMES] [--metrics NAMES] [--include_incomplete]
+
+Output, in this order:
+1. DomainBed's part, byte-identical to upstream `collect_results` in text mode: "Total records",
+   then per selection method one table per dataset and an averages table.
+2. ID/OOD tables per selection method: per dataset the OOD table (test-domain accuracy of the
+   selected model) and the ID table (its mean accuracy on the training domains' held-out
+   splits), then an averages table with both.
+3. Explanation tables (only when records carry AUC or explanation metrics): per selection
+   method and dataset, one table on the test domain and one on the training domains' held-out
+   splits; columns accuracy, prediction AUC, then each metric with an arrow for its direction.
+4. Single-source tables (only for runs with args.task == "single_source").
+Text mode tees stdout into <input_dir>/results.txt (DomainBed); --latex writes results.tex,
+--markdown results.md. Warnings go to stderr.
+
+Never imports torch: it runs on a login node.
+"""
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from domainbed_align import catalog
+from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
+from domainbed_align.lib.tables import Table, format_avg, format_mean
+from domainbed_align.model_selection import (SINGLE_SOURCE, Checkpoints, RunPart,
+                                             get_selection_methods, record_arrays)
+
+try:  # pandas' bundled ujson is ~3x faster than json; precise_float keeps every bit
+    from pandas._libs._ujson import ujson_loads as _ujson_loads
+except ImportError:  # pragma: no cover - other pandas versions
+    _ujson_loads = None
+
+# Metric suffix -> (description, direction): +1 higher is better, -1 lower, 0 control/neutral.
+METRICS = {
+    "acc": ("accuracy", +1),
+    "auc": ("prediction ROC-AUC", +1),
+    "comp": ("comprehensiveness AOPC", +1),
+    "suff": ("sufficiency AOPC", -1),
+    "comp_rand": ("comprehensiveness, random saliency (control)", 0),
+    "suff_rand": ("sufficiency, random saliency (control)", 0),
+    "del": ("deletion AUC", -1),
+    "ins": ("insertion AUC", +1),
+    "pg": ("pointing game", +1),
+    "epg": ("energy pointing game", +1),
+    "iou": ("IoU of top saliency with the mask", +1),
+    "mask_epg": ("learned mask energy pointing game", +1),
+    "mask_iou": ("learned mask IoU", +1),
+    "mask_area": ("learned mask area", 0),
+}
+_ARROWS = {+1: "↑", -1: "↓", 0: "·"}
+_LATEX_ARROWS = {+1: r"$\uparrow$", -1: r"$\downarrow$", 0: r"$\cdot$"}
+
+# Upstream DomainBed datasets a sweep may hold (their table order and column names), so that an
+# upstream sweep lays out exactly as upstream does even for datasets we do not ship.
+UPSTREAM_DATASET_ENVIRONMENTS = {
+    "Debug28": ("0", "1", "2"),
+    "Debug224": ("0", "1", "2"),
+    "ColoredMNIST": ("+90%", "+80%", "-90%"),
+    "RotatedMNIST": ("0", "15", "30", "45", "60", "75"),
+    "VLCS": ("C", "L", "S", "V"),
+    "PACS": ("A", "C", "P", "S"),
+    "OfficeHome": ("A", "C", "P", "R"),
+    "TerraIncognita": ("L100", "L38", "L43", "L46"),
+    "DomainNet": ("clip", "info", "paint", "quick", "real", "sketch"),
+    "SVIRO": ("aclass", "escape", "hilux", "i3", "lexus", "tesla", "tiguan", "tucson", "x5",
+              "zoe"),
+    "WILDSCamelyon": ("hospital_0", "hospital_1", "hospital_2", "hospital_3", "hospital_4"),
+    "WILDSFMoW": ("region_0", "region_1", "region_2", "region_3", "region_4", "region_5"),
+}
+
+PARALLEL_MIN_FILES = 200   # below this, one process reads faster than a pool starts
+
+
+# --------------------------------------------------------------------------------------------
+# Reading a sweep
+# --------------------------------------------------------------------------------------------
+
+def parse_line(line: str):
+    """One results.jsonl line -> dict, or None when it is not a complete JSON object."""
+    rec = None
+    if _ujson_loads is not None:
+        try:
+            rec = _ujson_loads(line, precise_float=True)
+        except (ValueError, OverflowError):
+            rec = None
+    if rec is None:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return None
+    return rec if isinstance(rec, dict) else None
+
+
+def read_run(path: str):
+    """Parse one results.jsonl tolerantly.
+
+    Returns (kept, n_skipped, n_duplicates): `kept` is [(line_index, record)] sorted by step,
+    one per step, the last written winning (a requeued upstream run rewrites its steps).
+    """
+    by_step, n_skipped, n_seen = {}, 0, 0
+    with open(path, "r", encoding="utf-8", errors="replace") as f:
+        for i, line in enumerate(f):
+            if not line.strip():
+                continue
+            rec = parse_line(line)
+            if rec is None or not isinstance(rec.get("step"), (int, float)):
+                n_skipped += 1
+                continue
+            n_seen += 1
+            by_step[rec["step"]] = (i, rec)
+    kept = [by_step[s] for s in sorted(by_step)]
+    return kept, n_skipped, n_seen - len(kept)
+
+
+def _read_run_part(job):
+    """Worker: one run folder -> compact arrays (pickling 100 floats per record is the cost
+    we avoid by not sending records back)."""
+    run, path = job
+    kept, n_skipped, n_dup = read_run(path)
+    recs = [r for _, r in kept]
+    steps, n_envs, acc_in, acc_out = record_arrays(recs)
+    args = recs[-1].get("args") if recs else None
+    lines = np.array([i for i, _ in kept], dtype=np.int64)
+    keys = set()
+    for r in recs:
+        keys.update(k for k, v in r.items() if k.startswith("env") and v is not None)
+    return RunPart(args, steps, n_envs, acc_in, acc_out, run=run, lines=lines), \
+        n_skipped, n_dup, keys
+
+
+class Sweep:
+    """The usable checkpoints of a sweep folder plus what was left out, for the warnings."""
+
+    def __init__(self, input_dir: str, include_incomplete: bool = False,
+                 workers: Optional[int] = None):
+        if not os.path.isdir(input_dir):
+            raise ConfigError(f"--input_dir {input_dir!r} is not a folder; pass the sweep's "
+                              "output folder")
+        self.input_dir = input_dir
+        self.run_names: List[str] = []
+        self.n_incomplete = 0
+        for name in sorted(os.listdir(input_dir)):
+            run_dir = os.path.join(input_dir, name)
+            if not os.path.isfile(os.path.join(run_dir, "results.jsonl")):
+                continue
+            if not include_incomplete and not os.path.exists(os.path.join(run_dir, "done")):
+                self.n_incomplete += 1
+                continue
+            self.run_names.append(name)
+        jobs = [(i, self.results_path(i)) for i in range(len(self.run_names))]
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 8)
+        if workers > 1 and len(jobs) >= PARALLEL_MIN_FILES:
+            ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+            with ctx.Pool(workers) as pool:
+                out = pool.map(_read_run_part, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
+        else:
+            out = [_read_run_part(j) for j in jobs]
+        self.n_skipped_lines = sum(o[1] for o in out)
+        self.n_files_with_skips = sum(1 for o in out if o[1])
+        self.n_duplicates = sum(o[2] for o in out)
+        self.keys = set().union(*(o[3] for o in out)) if out else set()
+        self.ckpts = Checkpoints.from_parts([o[0] for o in out])
+        self._cache: Dict[int, Dict[int, dict]] = {}
+
+    def results_path(self, run: int) -> str:
+        return os.path.join(self.input_dir, self.run_names[run], "results.jsonl")
+
+    def records_at(self, rows: np.ndarray) -> Dict[int, dict]:
+        """Full records of the given checkpoint rows (re-read lazily, a few files)."""
+        meta = self.ckpts.meta
+        out = {}
+        want = meta.loc[rows, ["run", "line"]]
+        for run, group in want.groupby("run"):
+            if run not in self._cache:
+                lines = {}
+                with open(self.results_path(run), "r", encoding="utf-8",
+                          errors="replace") as f:
+                    for i, line in enumerate(f):
+                        lines[i] = line
+                self._cache[run] = lines
+            for row, line in zip(group.index, group["line"]):
+                out[row] = parse_line(self._cache[run][line]) or {}
+        return out
+
+    def warnings(self) -> List[str]:
+        w = []
+        if self.n_skipped_lines:
+            w.append(f"warning: skipped {self.n_skipped_lines} truncated or unreadable line(s) "
+                     f"in {self.n_files_with_skips} results.jsonl file(s)")
+        if self.n_duplicates:
+            w.append(f"warning: dropped {self.n_duplicates} duplicate-step record(s) "
+                     "(requeued runs); kept the last of each step")
+        if self.n_incomplete:
+            w.append(f"warning: excluded {self.n_incomplete} incomplete run(s) without a "
+                     "'done' file; pass --include_incomplete to use them")
+        if self.ckpts.n_unusable:
+            w.append(f"warning: ignored {self.ckpts.n_unusable} record(s) whose args lack "
+                     "algorithm, dataset or test_envs (or a single_source run with more than "
+                     "one training domain)")
+        return w
+
+
+# --------------------------------------------------------------------------------------------
+# Names and order
+# --------------------------------------------------------------------------------------------
+
+def algorithm_order(names_in_order: Sequence[str]) -> List[str]:
+    """Our ALGORITHMS first, in their order; unknown ones after, in order of appearance."""
+    seen = list(dict.fromkeys(names_in_order))
+    return [a for a in catalog.ALGORITHM_ORDER if a in seen] + \
+        [a for a in seen if a not in catalog.ALGORITHM_ORDER]
+
+
+def _known_datasets() -> List[str]:
+    order = list(UPSTREAM_DATASET_ENVIRONMENTS)
+    prev = None
+    for name in catalog.DATASET_ENVIRONMENTS:       # ours, placed after their predecessor
+        if name not in order:
+            order.insert(order.index(prev) + 1 if prev in order else len(order), name)
+        prev = name
+    return order
+
+
+def dataset_order(names: Sequence[str]) -> List[str]:
+    """Known datasets in DomainBed's order, then the others sorted; none is dropped."""
+    names = set(names)
+    known = _known_datasets()
+    return [d for d in known if d in names] + sorted(n for n in names if n not in known)
+
+
+def environment_names(dataset: str, n_envs: int) -> List[str]:
+    envs = catalog.DATASET_ENVIRONMENTS.get(dataset) or \
+        UPSTREAM_DATASET_ENVIRONMENTS.get(dataset)
+    if envs is not None:
+        return list(envs)
+    return [f"env{i}" for i in range(n_envs)]
+
+
+def parse_metrics(names: Optional[Sequence[str]]) -> Optional[List[str]]:
+    if not names:
+        return None
+    out = []
+    for name in (n.strip() for part in names for n in part.split(",")):
+        if not name:
+            continue
+        if name not in METRICS:
+            raise ConfigError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+        out.append(name)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Cells
+# --------------------------------------------------------------------------------------------
+
+def _cells_by_env(sel: pd.DataFrame, column: str, dataset: str, algorithms: List[str],
+                  env_col: str, n_cols: int, fmt: str):
+    """Rows [alg, cell per domain..., Avg] of mean over trials per domain."""
+    rows = []
+    sub = sel[sel["dataset"] == dataset]
+    groups = {k: g for k, g in sub.groupby(["algorithm", env_col], sort=False)}
+    for alg in algorithms:
+        cells, means = [], []
+        for e in range(n_cols):
+            g = groups.get((alg, e))
+            vals = [] if g is None else _finite(g.sort_values("trial_seed", kind="stable")[column])
+            mean, _, cell = format_mean(vals, fmt)
+            cells.append(cell)
+            means.append(mean)
+        rows.append([alg, *cells, format_avg(means)])
+    return rows
+
+
+def _finite(series) -> list:
+    return [float(v) for v in series if v is not None and not (isinstance(v, float)
+                                                              and math.isnan(v))]
+
+
+def _trial_means(sel: pd.DataFrame, column: str, dataset: str, alg: str) -> list:
+    """Per trial seed (ascending): mean over the selected domains of `column`."""
+    sub = sel[(sel["dataset"] == dataset) & (sel["algorithm"] == alg)]
+    out = []
+    for _, g in sub.groupby("trial_seed", sort=True):
+        vals = _finite(g[column])
+        if vals:
+            out.append(float(np.mean(vals)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+class Report:
+    def __init__(self, sweep: Sweep, methods, metrics: Optional[List[str]], fmt: str):
+        self.sweep, self.methods, self.fmt = sweep, methods, fmt
+        self.ckpts = sweep.ckpts
+        meta = self.ckpts.meta
+        self.dg = meta[meta["task"] != SINGLE_SOURCE]
+        self.ss = meta[meta["task"] == SINGLE_SOURCE]
+        self.algorithms = algorithm_order(self.dg["algorithm"].tolist())
+        self.datasets = dataset_order(self.dg["dataset"].unique().tolist())
+        self.n_envs = {d: int(g["n_envs"].max()) for d, g in meta.groupby("dataset")}
+        present = {k.rsplit("_", 1)[-1] for k in sweep.keys}
+        present |= {"_".join(k.split("_")[2:]) for k in sweep.keys if k.count("_") >= 2}
+        self.metrics = metrics if metrics is not None else [m for m in METRICS if m in present]
+        self.selections = {m: m.select(self.ckpts) for m in methods}
+        self._attach_metrics()
+        self.out: List[str] = []
+
+    # ---------------------------------------------------------------------- metric values
+    def _attach_metrics(self):
+        extra = [m for m in self.metrics if m != "acc"]
+        rows = np.unique(np.concatenate([s["row"].to_numpy(dtype=np.int64)
+                                         for s in self.selections.values()] or [[]]))
+        recs = self.sweep.records_at(rows) if (extra and len(rows)) else {}
+        for method, sel in self.selections.items():
+            r = sel["row"].to_numpy(dtype=np.int64)
+            t = sel["test_env"].to_numpy(dtype=np.int64)
+            n = self.ckpts.meta["n_envs"].to_numpy()[r] if len(r) else np.zeros(0, np.int64)
+            sel["ood_acc"] = sel["test_acc"]
+            sel["id_acc"] = [_mean_over(self.ckpts.acc_out[ri], ni, ti)
+                             for ri, ni, ti in zip(r, n, t)]
+            for m in extra:
+                sel["ood_" + m] = [_num(recs.get(ri, {}).get(f"env{ti}_in_{m}"))
+                                   for ri, ti in zip(r, t)]
+                sel["id_" + m] = [_nanmean([_num(recs.get(ri, {}).get(f"env{j}_out_{m}"))
+                                            for j in range(ni) if j != ti])
+                                  for ri, ni, ti in zip(r, n, t)]
+
+    # ---------------------------------------------------------------------- output helpers
+    def emit(self, text: str):
+        self.out.append(text)
+
+    def table(self, title, columns, rows, colwidth, latex_title=None):
+        self.emit(Table(title, columns, rows, colwidth, latex_title).render(self.fmt))
+
+    def heading(self, text: str, level: int):
+        if self.fmt == "latex":
+            cmd = {1: "section", 2: "subsection", 3: "subsubsection"}[level]
+            from domainbed_align.lib.tables import latex_escape
+            self.emit("\n\\" + cmd + "{" + latex_escape(text) + "}\n")
+        elif self.fmt == "markdown":
+            self.emit("\n" + "#" * (level + 1) + " " + text + "\n")
+        else:
+            self.emit("\n" + ("=" * 8 if level == 1 else "=" * 4) + " " + text + "\n")
+
+    # ---------------------------------------------------------------------- sections
+    def domainbed(self):
+        latex = self.fmt == "latex"
+        if latex:
+            self.emit("\\documentclass{article}\n\\usepackage{booktabs}\n"
+                      "\\usepackage{adjustbox}\n\\begin{document}\n"
+                      "\\section{Full DomainBed results}\n"
+                      f"% Total records: {len(self.dg)}\n")
+        elif self.fmt == "markdown":
+            self.emit(f"# DomainBed results\n\nTotal records: {len(self.dg)}\n")
+        else:
+            self.emit(f"Total records: {len(self.dg)}\n")
+        for method in self.methods:
+            sel = self.selections[method]
+            if latex:
+                self.emit(f"\n\\subsection{{Model selection: {method.name}}}\n")
+            elif self.fmt == "markdown":
+                self.emit(f"\n## Model selection: {method.name}\n")
+            for ds in self.datasets:
+                envs = environment_names(ds, self.n_envs[ds])
+                rows = _cells_by_env(sel, "test_acc", ds, self.algorithms, "test_env",
+                                     len(envs), self.fmt)
+                self.table(f"Dataset: {ds}, model selection method: {method.name}",
+                           ["Algorithm", *envs, "Avg"], rows, 20, latex_title=ds)
+            rows = []
+            for alg in self.algorithms:
+                cells, means = [], []
+                for ds in self.datasets:
+                    mean, _, cell = format_mean(_trial_means(sel, "test_acc", ds, alg),
+                                                self.fmt)
+                    cells.append(cell)
+                    means.append(mean)
+                rows.append([alg, *cells, format_avg(means)])
+            self.table(f"Averages, model selection method: {method.name}",
+                       ["Algorithm", *self.datasets, "Avg"], rows, 25,
+                       latex_title="Averages")
+
+    def id_ood(self):
+        if not self.datasets:
+            return
+        self.heading("ID/OOD accuracy of the selected models (OOD: test domain; ID: mean over "
+                     "the training domains' held-out splits)", 1)
+        for method in self.methods:
+            sel = self.selections[method]
+            for ds in self.datasets:
+                envs = environment_names(ds, self.n_envs[ds])
+                for col, what in (("ood_acc", "OOD test-domain accuracy"),
+                                  ("id_acc", "ID training-domain held-out accuracy")):
+                    rows = _cells_by_env(sel, col, ds, self.algorithms, "test_env", len(envs),
+                                         self.fmt)
+                    self.table(f"Dataset: {ds}, model selection method: {method.name}, {what}",
+                               ["Algorithm", *envs, "Avg"], rows, 20,
+                               latex_title=f"{ds}, {method.name}, {what}")
+            cols, rows = ["Algorithm"], []
+            for ds in self.datasets:
+                cols += [f"{ds} OOD", f"{ds} ID"]
+            cols += ["Avg OOD", "Avg ID"]
+            for alg in self.algorithms:
+                cells, means = [], {"ood_acc": [], "id_acc": []}
+                for ds in self.datasets:
+                    for col in ("ood_acc", "id_acc"):
+                        mean, _, cell = format_mean(_trial_means(sel, col, ds, alg), self.fmt)
+                        cells.append(cell)
+                        means[col].append(mean)
+                rows.append([alg, *cells, format_avg(means["ood_acc"]),
+                             format_avg(means["id_acc"])])
+            self.table(f"Averages, model selection method: {method.name}, ID and OOD",
+                       cols, rows, 25, latex_title=f"Averages, {method.name}, ID and OOD")
+
+    def explanations(self):
+        extra = [m for m in self.metrics if m != "acc"]
+        if not extra or not self.datasets:
+            return
+        shown = (["acc"] if "acc" in self.metrics or True else []) + extra
+        arrows = _LATEX_ARROWS if self.fmt == "latex" else _ARROWS
+        self.heading("Explanations and prediction AUC of the selected models (x100, mean "
+                     "+/- s.e. over trials of the mean over test domains; "
+                     + ", ".join(f"{m}: {METRICS[m][0]}" for m in shown) + ")", 1)
+        cols = ["Algorithm"] + [f"{m} {arrows[METRICS[m][1]]}" for m in shown]
+        for method in self.methods:
+            sel = self.selections[method]
+            for ds in self.datasets:
+                for split, what in (("ood", "test domain"),
+                                    ("id", "training domains' held-out splits")):
+                    rows = []
+                    for alg in self.algorithms:
+                        cells = [format_mean(_trial_means(sel, f"{split}_{m}", ds, alg),
+                                             self.fmt)[2] for m in shown]
+                        rows.append([alg, *cells])
+                    self.table(f"Explanations: {ds}, model selection method: {method.name}, "
+                               f"{what}", cols, rows, 20,
+                               latex_title=f"Explanations, {ds}, {method.name}, {what}")
+
+    def single_source(self):
+        if len(self.ss) == 0:
+            return
+        self.heading(f"Single-source protocol: train on one domain, test on the others "
+                     f"({len(self.ss)} records)", 1)
+        algs = algorithm_order(self.ss["algorithm"].tolist())
+        dsets = dataset_order(self.ss["dataset"].unique().tolist())
+        for method in self.methods:
+            sel = method.select_single_source(self.ckpts)
+            if sel is None:
+                self.emit(_note(self.fmt, f"model selection method {method.name}: not "
+                                "applicable to single-source runs (one training domain)"))
+                continue
+            r = sel["row"].to_numpy(dtype=np.int64)
+            s = sel["source"].to_numpy(dtype=np.int64)
+            for ds in dsets:
+                ne = self.n_envs[ds]
+                envs = environment_names(ds, ne)
+                sub_idx = np.flatnonzero(sel["dataset"].to_numpy() == ds)
+                for alg in algs:
+                    rows = []
+                    for src in range(ne):
+                        pick = [i for i in sub_idx if sel["algorithm"].iat[i] == alg
+                                and s[i] == src]
+                        pick.sort(key=lambda i: sel["trial_seed"].iat[i])
+                        cells = []
+                        for tgt in range(ne):
+                            if tgt == src:
+                                cells.append("-")
+                            else:
+                                cells.append(format_mean(
+                                    _finite(self.ckpts.acc_in[r[pick], tgt]), self.fmt)[2])
+                        cells.append(format_mean(_finite(self.ckpts.acc_out[r[pick], src]),
+                                                 self.fmt)[2])
+                        rows.append([envs[src], *cells])
+                    self.table(f"Single source: {ds}, {alg}, model selection method: "
+                               f"{method.name} (rows: source, columns: target)",
+                               ["Source", *envs, "ID"], rows, 20,
+                               latex_title=f"Single source, {ds}, {alg}, {method.name}")
+                cols = ["Algorithm"]
+                for e in envs:
+                    cols += [f"{e} OOD", f"{e} ID"]
+                cols += ["Avg OOD", "Avg ID"]
+                rows = []
+                for alg in algs:
+                    cells, ood_means, id_means = [], [], []
+                    for src in range(ne):
+                        pick = [i for i in sub_idx if sel["algorithm"].iat[i] == alg
+                                and s[i] == src]
+                        pick.sort(key=lambda i: sel["trial_seed"].iat[i])
+                        ood = [_mean_over(self.ckpts.acc_in[r[i]], ne, src) for i in pick]
+                        mean, _, cell = format_mean(_finite(ood), self.fmt)
+                        cells.append(cell)
+                        ood_means.append(mean)
+                        mean, _, cell = format_mean(
+                            _finite(self.ckpts.acc_out[r[pick], src]), self.fmt)
+                        cells.append(cell)
+                        id_means.append(mean)
+                    rows.append([alg, *cells, format_avg(ood_means), format_avg(id_means)])
+                self.table(f"Single source: {ds}, model selection method: {method.name}, "
+                           "mean OOD over targets and ID per source", cols, rows, 20,
+                           latex_title=f"Single source, {ds}, {method.name}, compact")
+
+    def render(self) -> str:
+        self.domainbed()
+        self.id_ood()
+        self.explanations()
+        self.single_source()
+        if self.fmt == "latex":
+            self.emit("\\end{document}\n")
+        return "".join(self.out)
+
+    def csv_frame(self) -> pd.DataFrame:
+        frames = []
+        names = np.array(self.sweep.run_names, dtype=object)
+        for method, sel in self.selections.items():
+            f = sel.copy()
+            f.insert(0, "selection", method.key)
+            f["run"] = names[self.ckpts.meta["run"].to_numpy()[f["row"].to_numpy(dtype=np.int64)]] \
+                if len(f) else []
+            frames.append(f.drop(columns=["row", "test_acc"]))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _num(x) -> float:
+    if x is None or isinstance(x, bool):
+        return float("nan")
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _nanmean(vals) -> float:
+    vals = [v for v in vals if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _mean_over(row: np.ndarray, n_envs: int, skip: int) -> float:
+    return _nanmean([float(row[j]) for j in range(int(n_envs)) if j != skip])
+
+
+def _note(fmt, text):
+    return ("\n% " if fmt == "latex" else "\n") + text + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m domainbed_align.collect_results",
+        description="DomainBed tables, ID/OOD tables and explanation tables of a sweep folder.")
+    p.add_argument("--input_dir", required=True, help="the sweep's output folder")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--latex", action="store_true", help="LaTeX document -> results.tex")
+    fmt.add_argument("--markdown", action="store_true", help="markdown -> results.md")
+    p.add_argument("--csv", help="also write the selected models, one row each, to this file")
+    p.add_argument("--selection", nargs="+",
+                   help="selection methods (training_domain|iid, leave_one_out|loo, oracle); "
+                        "default all three")
+    p.add_argument("--metrics", nargs="+",
+                   help="metrics of the explanation tables (default: all recorded): "
+                        + ", ".join(METRICS))
+    p.add_argument("--include_incomplete", action="store_true",
+                   help="also use runs without a 'done' file")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes reading results.jsonl files (default: CPU count, max 8)")
+    p.add_argument("--no_write", action="store_true",
+                   help="print only; do not write results.txt/.tex/.md into input_dir")
+    return p
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise _ArgumentError(message)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    parser.__class__ = _Parser
+    try:
+        args = parser.parse_args(argv)
+        methods = get_selection_methods(args.selection)
+        metrics = parse_metrics(args.metrics)
+        if metrics is not None and "acc" not in metrics:
+            metrics = ["acc"] + metrics
+        t0 = time.perf_counter()
+        sweep = Sweep(args.input_dir, args.include_incomplete, args.workers)
+    except _ArgumentError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except DomainBedAlignError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    fmt = "latex" if args.latex else "markdown" if args.markdown else "text"
+    for w in sweep.warnings():
+        print(w, file=sys.stderr)
+    report = Report(sweep, methods, metrics, fmt)
+    text = report.render()
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if len(sweep.ckpts) == 0:
+        print(f"nothing to report: no usable records in {args.input_dir}", file=sys.stderr)
+    if not args.no_write:
+        name = {"text": "results.txt", "latex": "results.tex", "markdown": "results.md"}[fmt]
+        try:
+            from domainbed_align.lib.misc import atomic_write_text
+            atomic_write_text(os.path.join(args.input_dir, name), text)
+        except OSError as e:
+            print(f"warning: could not write {name} into {args.input_dir}: {e}",
+                  file=sys.stderr)
+    if args.csv:
+        report.csv_frame().to_csv(args.csv, index=False)
+    print(f"collected {len(sweep.ckpts)} records from {len(sweep.run_names)} runs in "
+          f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
