@@ -102,7 +102,7 @@ def _class_probs(model: nn.Module, x: Tensor, fill_values: Tensor, ranks: Tensor
         keep = (r < counts[v, None]) == keep_top[v, None]  # (n, N)
         keep = keep.view(-1, 1, H, W)
         xp = torch.where(keep, x[b], fill_b[b])  # (n, C, H, W)
-        p = model(xp).softmax(dim=1)  # (n, K)
+        p = model(xp).float().softmax(dim=1)  # (n, K)
         out[start:start + len(idx)] = p.gather(1, cls[b].view(-1, 1)).squeeze(1)
     return out.view(V, B)
 
@@ -140,9 +140,12 @@ def faithfulness(model: nn.Module, s: Tensor, x: Tensor, fill: Fill = 0.0,
             clean_logits = model(x)
     clean_logits = clean_logits.detach()
     cls = clean_logits.argmax(dim=1)  # (B,) explained class = prediction on clean x
-    p_clean = clean_logits.softmax(dim=1).gather(1, cls.view(-1, 1)).squeeze(1)  # (B,)
+    p_clean = clean_logits.float().softmax(dim=1).gather(1, cls.view(-1, 1)).squeeze(1)  # (B,)
 
     k_fracs = [k / 100 for k in ks]
+    if not all(0.0 <= f <= 1.0 for f in [*fractions, *k_fracs]):
+        raise ValueError(f"fractions must lie in [0, 1] and ks in [0, 100]; got "
+                         f"fractions={list(fractions)}, ks={list(ks)}")
     grid = sorted(set(float(f) for f in fractions) | set(k_fracs) | {0.0, 1.0})
     inner = [f for f in grid if 0.0 < f < 1.0]
 
