@@ -265,35 +265,48 @@ def parse_metrics(names: Optional[Sequence[str]]) -> Optional[List[str]]:
 # Cells
 # --------------------------------------------------------------------------------------------
 
-def _cells_by_env(sel: pd.DataFrame, column: str, dataset: str, algorithms: List[str],
-                  env_col: str, n_cols: int, fmt: str):
-    """Rows [alg, cell per domain..., Avg] of mean over trials per domain."""
+def index_selection(sel: pd.DataFrame) -> Dict[tuple, List[dict]]:
+    """(dataset, algorithm) -> selected rows as dicts, sorted by trial seed then domain.
+
+    Tables read cells from this plain index: a few thousand dict look-ups instead of a pandas
+    filter per cell."""
+    idx: Dict[tuple, List[dict]] = {}
+    for r in sel.to_dict("records"):
+        idx.setdefault((r["dataset"], r["algorithm"]), []).append(r)
+    for rows in idx.values():
+        rows.sort(key=lambda r: (r["trial_seed"], r.get("test_env", r.get("source", 0))))
+    return idx
+
+
+def _cells_by_env(idx, column: str, dataset: str, algorithms: List[str], env_col: str,
+                  n_cols: int, fmt: str):
+    """Rows [alg, cell per domain..., Avg]: mean +/- s.e. over trials per domain."""
     rows = []
-    sub = sel[sel["dataset"] == dataset]
-    groups = {k: g for k, g in sub.groupby(["algorithm", env_col], sort=False)}
     for alg in algorithms:
+        recs = idx.get((dataset, alg), [])
         cells, means = [], []
         for e in range(n_cols):
-            g = groups.get((alg, e))
-            vals = [] if g is None else _finite(g.sort_values("trial_seed", kind="stable")[column])
-            mean, _, cell = format_mean(vals, fmt)
+            mean, _, cell = format_mean(_finite(r[column] for r in recs if r[env_col] == e),
+                                        fmt)
             cells.append(cell)
             means.append(mean)
         rows.append([alg, *cells, format_avg(means)])
     return rows
 
 
-def _finite(series) -> list:
-    return [float(v) for v in series if v is not None and not (isinstance(v, float)
+def _finite(values) -> list:
+    return [float(v) for v in values if v is not None and not (isinstance(v, float)
                                                               and math.isnan(v))]
 
 
-def _trial_means(sel: pd.DataFrame, column: str, dataset: str, alg: str) -> list:
+def _trial_means(idx, column: str, dataset: str, alg: str) -> list:
     """Per trial seed (ascending): mean over the selected domains of `column`."""
-    sub = sel[(sel["dataset"] == dataset) & (sel["algorithm"] == alg)]
+    by_trial: Dict[int, list] = {}
+    for r in idx.get((dataset, alg), []):
+        by_trial.setdefault(r["trial_seed"], []).append(r[column])
     out = []
-    for _, g in sub.groupby("trial_seed", sort=True):
-        vals = _finite(g[column])
+    for trial in sorted(by_trial):
+        vals = _finite(by_trial[trial])
         if vals:
             out.append(float(np.mean(vals)))
     return out
@@ -313,11 +326,11 @@ class Report:
         self.algorithms = algorithm_order(self.dg["algorithm"].tolist())
         self.datasets = dataset_order(self.dg["dataset"].unique().tolist())
         self.n_envs = {d: int(g["n_envs"].max()) for d, g in meta.groupby("dataset")}
-        present = {k.rsplit("_", 1)[-1] for k in sweep.keys}
-        present |= {"_".join(k.split("_")[2:]) for k in sweep.keys if k.count("_") >= 2}
+        present = {"_".join(k.split("_")[2:]) for k in sweep.keys if k.count("_") >= 2}
         self.metrics = metrics if metrics is not None else [m for m in METRICS if m in present]
         self.selections = {m: m.select(self.ckpts) for m in methods}
         self._attach_metrics()
+        self.index = {m: index_selection(sel) for m, sel in self.selections.items()}
         self.out: List[str] = []
 
     # ---------------------------------------------------------------------- metric values
@@ -370,7 +383,7 @@ class Report:
         else:
             self.emit(f"Total records: {len(self.dg)}\n")
         for method in self.methods:
-            sel = self.selections[method]
+            sel = self.index[method]
             if latex:
                 self.emit(f"\n\\subsection{{Model selection: {method.name}}}\n")
             elif self.fmt == "markdown":
@@ -400,7 +413,7 @@ class Report:
         self.heading("ID/OOD accuracy of the selected models (OOD: test domain; ID: mean over "
                      "the training domains' held-out splits)", 1)
         for method in self.methods:
-            sel = self.selections[method]
+            sel = self.index[method]
             for ds in self.datasets:
                 envs = environment_names(ds, self.n_envs[ds])
                 for col, what in (("ood_acc", "OOD test-domain accuracy"),
@@ -430,14 +443,14 @@ class Report:
         extra = [m for m in self.metrics if m != "acc"]
         if not extra or not self.datasets:
             return
-        shown = (["acc"] if "acc" in self.metrics or True else []) + extra
+        shown = ["acc"] + extra
         arrows = _LATEX_ARROWS if self.fmt == "latex" else _ARROWS
         self.heading("Explanations and prediction AUC of the selected models (x100, mean "
                      "+/- s.e. over trials of the mean over test domains; "
                      + ", ".join(f"{m}: {METRICS[m][0]}" for m in shown) + ")", 1)
         cols = ["Algorithm"] + [f"{m} {arrows[METRICS[m][1]]}" for m in shown]
         for method in self.methods:
-            sel = self.selections[method]
+            sel = self.index[method]
             for ds in self.datasets:
                 for split, what in (("ood", "test domain"),
                                     ("id", "training domains' held-out splits")):
