@@ -1,0 +1,160 @@
+"""SpuriousDigits, the built-in benchmark with ground-truth masks, and the tiny Debug28.
+
+SpuriousDigits is made from the real handwritten digits shipped with scikit-learn (1,797 8x8
+images): each digit is upscaled to 16x16 and pasted at a random place on a 28x28 RGB canvas
+whose background style names the domain; domains use disjoint digits. A 4x4 patch in the
+top-left corner takes the colour of the label with probability 0.9 / 0.8 / 0.7 in the first
+three domains and 0.1 in the last (otherwise another class's colour), so a model that reads the
+patch fails on domain 3. The ground-truth relevance mask is the digit's strokes.
+Everything is generated from a fixed data seed: every run of a sweep sees the same images.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from domainbed_align.datasets import register_dataset
+from domainbed_align.datasets.base import MultipleDomainDataset, TensorDomain
+from domainbed_align.lib.errors import ConfigError
+from domainbed_align.lib.misc import seed_hash
+
+DATA_SEED = 0
+CANVAS = 28
+DIGIT_PX = 16
+PATCH_PX = 4
+CUE_AGREEMENT = (0.9, 0.8, 0.7, 0.1)  # P(patch colour == label colour) per domain
+MASK_QUALITIES = ("gt", "dilated", "shifted", "partial", "random")
+# Ten well-separated colours (matplotlib tab10), one per class.
+PALETTE = np.array([[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40],
+                    [148, 103, 189], [140, 86, 75], [227, 119, 194], [127, 127, 127],
+                    [188, 189, 34], [23, 190, 207]], dtype=np.float32) / 255.0
+
+
+def _background(style: str, n: int, rs: np.random.RandomState) -> np.ndarray:
+    """(n, 3, 28, 28) backgrounds in [0, 1]; the style is what distinguishes the domains."""
+    yy, xx = np.mgrid[0:CANVAS, 0:CANVAS].astype(np.float32) / CANVAS
+    if style == "plain":
+        colour = rs.uniform(0.0, 0.45, (n, 3, 1, 1))
+        return np.broadcast_to(colour, (n, 3, CANVAS, CANVAS)).copy()
+    if style == "noise":
+        return np.clip(rs.normal(0.3, 0.15, (n, 3, CANVAS, CANVAS)), 0, 1)
+    if style == "stripes":
+        theta = rs.uniform(0, np.pi, (n, 1, 1))
+        freq = rs.uniform(2.5, 5.0, (n, 1, 1))
+        phase = rs.uniform(0, 2 * np.pi, (n, 1, 1))
+        wave = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(theta) + yy * np.sin(theta)) + phase)
+        tint = rs.uniform(0.2, 0.5, (n, 3, 1, 1))
+        return tint * wave[:, None]
+    if style == "gradient":
+        theta = rs.uniform(0, 2 * np.pi, (n, 1, 1))
+        ramp = (xx - 0.5) * np.cos(theta) + (yy - 0.5) * np.sin(theta)
+        ramp = (ramp - ramp.min(axis=(1, 2), keepdims=True)) / np.ptp(ramp, axis=(1, 2), keepdims=True)
+        a, b = rs.uniform(0, 0.5, (n, 3, 1, 1)), rs.uniform(0, 0.5, (n, 3, 1, 1))
+        return a + (b - a) * ramp[:, None]
+    raise ValueError(style)
+
+
+def _degrade(gt: np.ndarray, quality: str, rs: np.random.RandomState) -> np.ndarray:
+    """Masks handed to mask-based methods; `gt` (n, 1, 28, 28) binary."""
+    if quality == "gt":
+        return gt
+    t = torch.from_numpy(gt)
+    if quality == "dilated":  # over-covering blob around the strokes
+        return F.max_pool2d(t, 7, stride=1, padding=3).numpy()
+    if quality == "shifted":  # right shape, wrong place
+        out = np.empty_like(gt)
+        for i, (dy, dx) in enumerate(rs.choice([-5, 5], size=(len(gt), 2))):
+            out[i] = np.roll(gt[i], (dy, dx), axis=(1, 2))
+        return out
+    if quality == "partial":  # only one half of the strokes
+        out = gt.copy()
+        half = CANVAS // 2
+        for i, side in enumerate(rs.randint(4, size=len(gt))):
+            region = [(slice(None), slice(None, half)), (slice(None), slice(half, None)),
+                      (slice(None, half), slice(None)), (slice(half, None), slice(None))][side]
+            out[i, 0][region] = 0
+        return out
+    if quality == "random":  # another image's strokes: plausible shape, unrelated to x
+        return gt[rs.permutation(len(gt))]
+    raise ConfigError(f"unknown mask_quality {quality!r}; choose one of {', '.join(MASK_QUALITIES)}")
+
+
+def make_spurious_digits(spurious: bool = True, mask_quality: str = "gt"):
+    """Per domain: (x (n,3,28,28) in [0,1], y (n,), gt masks, training masks)."""
+    from sklearn.datasets import load_digits
+    digits = load_digits()
+    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8)
+    images = F.interpolate(images, size=(DIGIT_PX, DIGIT_PX), mode="bilinear",
+                           align_corners=False).clamp(0, 1).numpy()
+    labels = digits.target.astype(np.int64)
+    order = np.random.RandomState(DATA_SEED).permutation(len(labels))
+    styles = SpuriousDigits.environments()
+    domains = []
+    for d, idx in enumerate(np.array_split(order, len(styles))):
+        rs = np.random.RandomState(seed_hash(DATA_SEED, "SpuriousDigits", d))
+        n = len(idx)
+        x = _background(styles[d], n, rs).astype(np.float32)
+        alpha = np.zeros((n, 1, CANVAS, CANVAS), dtype=np.float32)
+        rows, cols = rs.randint(0, CANVAS - DIGIT_PX + 1, size=(2, n))
+        cols = np.where((rows < PATCH_PX) & (cols < PATCH_PX), cols + PATCH_PX, cols)  # off the patch
+        for i in range(n):
+            alpha[i, 0, rows[i]:rows[i] + DIGIT_PX, cols[i]:cols[i] + DIGIT_PX] = images[idx[i], 0]
+        ink = rs.uniform(0.85, 1.0, (n, 3, 1, 1)).astype(np.float32)
+        x = x * (1 - alpha) + ink * alpha
+        y = labels[idx]
+        if spurious:
+            agree = rs.uniform(size=n) < CUE_AGREEMENT[d]
+            other = (y + rs.randint(1, 10, size=n)) % 10  # a different class, uniformly
+            cue = np.where(agree, y, other)
+            x[:, :, :PATCH_PX, :PATCH_PX] = PALETTE[cue][:, :, None, None]
+        gt = (alpha > 0.5).astype(np.float32)
+        domains.append((x, y, gt, _degrade(gt, mask_quality, rs)))
+    return domains
+
+
+@register_dataset
+class SpuriousDigits(MultipleDomainDataset):
+    """Built-in benchmark: real digits, background-style domains, a spurious colour cue."""
+
+    N_STEPS = 5001
+    CHECKPOINT_FREQ = 100
+    N_WORKERS = 0
+    INPUT_SHAPE = (3, 28, 28)
+    HAS_MASKS = True
+
+    def __init__(self, root, test_envs, hparams):
+        super().__init__()
+        domains = make_spurious_digits(hparams.get("digits_spurious", True),
+                                       hparams.get("mask_quality", "gt"))
+        all_x = np.concatenate([d[0] for d in domains])
+        mean = all_x.mean(axis=(0, 2, 3), keepdims=True)[0]
+        std = all_x.std(axis=(0, 2, 3), keepdims=True)[0]
+        for x, y, gt, train_masks in domains:
+            # Normalised so that 0 is the mean colour: the default fill of removed pixels.
+            xn = torch.from_numpy((x - mean) / std)
+            self.datasets.append(TensorDomain(xn, torch.from_numpy(y), torch.from_numpy(train_masks),
+                                              torch.from_numpy(gt)))
+        self.num_classes = 10
+        self.input_shape = self.INPUT_SHAPE
+
+
+@register_dataset
+class Debug28(MultipleDomainDataset):
+    """Tiny random 28x28 data with random masks, for fast tests (DomainBed's Debug28)."""
+
+    N_STEPS = 5
+    CHECKPOINT_FREQ = 2
+    N_WORKERS = 0
+    INPUT_SHAPE = (3, 28, 28)
+    HAS_MASKS = True
+    N_PER_DOMAIN = 48
+
+    def __init__(self, root, test_envs, hparams):
+        super().__init__()
+        g = torch.Generator().manual_seed(DATA_SEED)
+        for _ in self.environments():
+            x = torch.randn(self.N_PER_DOMAIN, *self.INPUT_SHAPE, generator=g)
+            y = torch.randint(0, 2, (self.N_PER_DOMAIN,), generator=g)
+            m = (torch.rand(self.N_PER_DOMAIN, 1, 28, 28, generator=g) < 0.3).float()
+            self.datasets.append(TensorDomain(x, y, m))
+        self.num_classes = 2
+        self.input_shape = self.INPUT_SHAPE

@@ -1,0 +1,90 @@
+"""Deterministic, resumable batch streams.
+
+The batch of training step t is a pure function of (seed, domain, t): its indices (drawn with
+replacement, as DomainBed's InfiniteDataLoader does) and a per-item seed for the random
+augmentation both come from a generator seeded by `seed_hash(seed, domain, t)`. So a run resumed
+at step t sees exactly the batches an unbroken run sees, whatever the number of workers, and the
+checkpoint needs no loader state.
+"""
+from typing import Iterator, List, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from domainbed_align.datasets.base import TensorDomain
+from domainbed_align.lib.misc import seed_hash
+
+
+def step_batch(n: int, batch_size: int, seed: int, domain: int, step: int):
+    """(indices into the split, per-item augmentation seeds) for one training step."""
+    g = torch.Generator().manual_seed(seed_hash(seed, domain, step))
+    idx = torch.randint(n, (batch_size,), generator=g)
+    item_seeds = torch.randint(2**31 - 1, (batch_size,), generator=g)
+    return idx, item_seeds
+
+
+class _StepSampler(Sampler):
+    """Yields, for steps start_step, start_step+1, ..., the list of (index, item_seed) pairs."""
+
+    def __init__(self, indices: Sequence[int], batch_size, seed, domain, start_step):
+        self.indices = torch.as_tensor(indices)
+        self.batch_size, self.seed, self.domain, self.start_step = batch_size, seed, domain, start_step
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            idx, seeds = step_batch(len(self.indices), self.batch_size, self.seed, self.domain, step)
+            yield list(zip(self.indices[idx].tolist(), seeds.tolist()))
+            step += 1
+
+
+class _Seeded(Dataset):
+    """Runs the wrapped dataset's random transforms under a per-item seed."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __getitem__(self, index_and_seed):
+        index, item_seed = index_and_seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed)
+            return self.dataset[index]
+
+    def __len__(self):
+        return len(self.dataset)
+
+
+def train_batches(domains: List[Dataset], splits: List[Sequence[int]], batch_size: int,
+                  seed: int, start_step: int, num_workers: int) -> Iterator[list]:
+    """Infinite stream of per-step lists with one batch per training domain."""
+    streams = []
+    for d, (dataset, split) in enumerate(zip(domains, splits)):
+        if isinstance(dataset, TensorDomain):  # in memory: gather by indexing, no workers
+            streams.append(_tensor_stream(dataset, torch.as_tensor(split), batch_size, seed, d, start_step))
+        else:
+            loader = DataLoader(_Seeded(dataset), num_workers=num_workers, pin_memory=False,
+                                batch_sampler=_StepSampler(split, batch_size, seed, d, start_step),
+                                persistent_workers=num_workers > 0)
+            streams.append(iter(loader))
+    while True:
+        yield [next(s) for s in streams]
+
+
+def _tensor_stream(dataset: TensorDomain, split: torch.Tensor, batch_size, seed, domain, start_step):
+    step = start_step
+    while True:
+        idx, _ = step_batch(len(split), batch_size, seed, domain, step)
+        yield dataset.batch(split[idx])
+        step += 1
+
+
+def eval_batches(dataset: Dataset, indices: Sequence[int], batch_size: int, num_workers: int):
+    """The items `indices` of an (un-augmented) dataset in order, in batches."""
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    if isinstance(dataset, TensorDomain):
+        for start in range(0, len(indices), batch_size):
+            yield dataset.batch(indices[start:start + batch_size])
+        return
+    loader = DataLoader(torch.utils.data.Subset(dataset, indices.tolist()), batch_size=batch_size,
+                        num_workers=num_workers, shuffle=False)
+    yield from loader

@@ -1,0 +1,59 @@
+"""What a checkpoint measures on each split: accuracy, prediction AUC, explanation quality.
+
+Every split is evaluated without augmentation. Explanation metrics use a fixed subsample of
+`explain_n` images per split (the same images at every checkpoint and for every algorithm of a
+trial), against ground-truth masks where the dataset has them.
+"""
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+
+from domainbed_align.datasets.loaders import eval_batches
+from domainbed_align.lib.misc import seed_hash
+
+EVAL_BATCH_SIZE = 256
+
+
+def explain_subsample(n: int, explain_n: int, trial_seed: int, env: int, split: str) -> np.ndarray:
+    """Fixed positions (into the split's index list) of the images explained at each checkpoint."""
+    order = np.random.RandomState(seed_hash(trial_seed, env, split, "explain")).permutation(n)
+    return np.sort(order[:explain_n])
+
+
+@torch.no_grad()
+def _predict_split(algorithm, dataset, indices, device, num_workers):
+    probs, labels = [], []
+    for batch in eval_batches(dataset, indices, EVAL_BATCH_SIZE, num_workers):
+        x, y = batch[0].to(device), batch[1]
+        probs.append(torch.softmax(algorithm.predict(x), dim=1).cpu())
+        labels.append(torch.as_tensor(y))
+    return torch.cat(probs), torch.cat(labels)
+
+
+def _gather(dataset, indices, device, num_workers):
+    """The items `indices` as stacked tensors (x, y, m or None) on `device`."""
+    parts = list(eval_batches(dataset, indices, EVAL_BATCH_SIZE, num_workers))
+    x = torch.cat([p[0] for p in parts]).to(device)
+    y = torch.cat([torch.as_tensor(p[1]) for p in parts]).to(device)
+    m = torch.cat([p[2] for p in parts]).to(device) if len(parts[0]) > 2 else None
+    return x, y, m
+
+
+def evaluate_split(algorithm, dataset, indices: Sequence[int], explain_positions: Optional[np.ndarray],
+                   num_classes: int, device, num_workers: int = 0) -> Dict[str, float]:
+    """Metrics of one split, keyed without the `env{i}_{in,out}_` prefix."""
+    from domainbed_align.explain.metrics import explanation_metrics, prediction_auc
+    was_training = algorithm.training
+    algorithm.eval()
+    try:
+        probs, labels = _predict_split(algorithm, dataset, indices, device, num_workers)
+        out = {"acc": float((probs.argmax(1) == labels).float().mean()) if len(labels) else float("nan"),
+               "auc": float(prediction_auc(probs.numpy(), labels.numpy(), num_classes))}
+        if explain_positions is not None and len(explain_positions):
+            x, y, m = _gather(dataset, np.asarray(indices)[explain_positions], device, num_workers)
+            out.update(explanation_metrics(algorithm.network, algorithm.cam_layer, x, y, masks=m))
+            out.update(algorithm.explanation_extras(x, y, m))
+    finally:
+        algorithm.train(was_training)
+    return out

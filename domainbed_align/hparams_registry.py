@@ -1,0 +1,123 @@
+"""Every hyperparameter: its default and its random-search distribution (DomainBed semantics).
+
+Each hparam draws from its own `RandomState(seed_hash(random_seed, name))`, so declaring a new
+hparam never changes the draws of the others. Values are native Python types (JSON-safe).
+Algorithms declare their block with `@algorithm_hparams("NAME")`; datasets with
+`@dataset_hparams("NAME")`. Plug-ins use the same decorators.
+"""
+from typing import Callable, Dict, Tuple
+
+import numpy as np
+
+from domainbed_align.lib.errors import ConfigError
+from domainbed_align.lib.misc import seed_hash
+
+# 28x28 datasets: DomainBed's small-image defaults (lr 1e-3, batch 64, no weight decay).
+SMALL_IMAGES = ("Debug28", "SpuriousDigits")
+
+_ALGORITHM_BLOCKS: Dict[str, Callable] = {}
+_DATASET_BLOCKS: Dict[str, Callable] = {}
+
+
+def algorithm_hparams(name: str):
+    """Register the hparam block of algorithm `name`: a function `(hparam, dataset) -> None`."""
+    def deco(fn):
+        if name in _ALGORITHM_BLOCKS:
+            raise ValueError(f"hparams of algorithm {name!r} are declared twice")
+        _ALGORITHM_BLOCKS[name] = fn
+        return fn
+    return deco
+
+
+def dataset_hparams(name: str):
+    """Register dataset-specific hparams (data options every algorithm sees)."""
+    def deco(fn):
+        if name in _DATASET_BLOCKS:
+            raise ValueError(f"hparams of dataset {name!r} are declared twice")
+        _DATASET_BLOCKS[name] = fn
+        return fn
+    return deco
+
+
+def _native(value):
+    """numpy scalars -> Python scalars, so records stay JSON-serialisable."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _hparams(algorithm: str, dataset: str, random_seed: int) -> Dict[str, Tuple[object, object]]:
+    """name -> (default, random draw) for this algorithm and dataset."""
+    hparams: Dict[str, Tuple[object, object]] = {}
+
+    def hparam(name, default, random_fn):
+        """Declare one hparam; `random_fn(RandomState)` draws its search value."""
+        assert name not in hparams, f"hparam {name} declared twice"
+        rs = np.random.RandomState(seed_hash(random_seed, name))
+        hparams[name] = (_native(default), _native(random_fn(rs)))
+
+    small = dataset in SMALL_IMAGES
+
+    # --- shared by every algorithm (DomainBed names and ranges) ---
+    hparam("data_augmentation", True, lambda r: True)
+    hparam("resnet18", False, lambda r: False)
+    hparam("resnet_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
+    hparam("nonlinear_classifier", False, lambda r: False)
+    # ImageNet weights for the ResNet (classic DomainBed); false trains from scratch offline.
+    hparam("pretrained", True, lambda r: True)
+    # Width of the small CNN used on 28x28 datasets (channels of its last stage).
+    hparam("cnn_width", 32, lambda r: 32)
+    if small:
+        hparam("lr", 1e-3, lambda r: 10 ** r.uniform(-4.5, -2.5))
+        hparam("weight_decay", 0.0, lambda r: 0.0)
+        hparam("batch_size", 64, lambda r: int(2 ** r.uniform(3, 9)))
+    else:
+        hparam("lr", 5e-5, lambda r: 10 ** r.uniform(-5, -3.5))
+        hparam("weight_decay", 0.0, lambda r: 10 ** r.uniform(-6, -2))
+        hparam("batch_size", 32, lambda r: int(2 ** r.uniform(3, 5.5)))
+
+    # --- evaluation: explanation metrics on a fixed subsample of each split (0 = off) ---
+    hparam("explain_n", 256, lambda r: 256)
+
+    if dataset in _DATASET_BLOCKS:
+        _DATASET_BLOCKS[dataset](hparam)
+    if algorithm in _ALGORITHM_BLOCKS:
+        _ALGORITHM_BLOCKS[algorithm](hparam, dataset)
+    return hparams
+
+
+def default_hparams(algorithm: str, dataset: str) -> dict:
+    return {k: d for k, (d, _) in _hparams(algorithm, dataset, 0).items()}
+
+
+def random_hparams(algorithm: str, dataset: str, seed: int) -> dict:
+    return {k: r for k, (_, r) in _hparams(algorithm, dataset, seed).items()}
+
+
+def run_hparams(algorithm: str, dataset: str, hparams_seed: int, trial_seed: int,
+                overrides: dict = None) -> dict:
+    """The hparams of one run: defaults for hparams_seed 0, else seeded draws; then overrides."""
+    if hparams_seed == 0:
+        hparams = default_hparams(algorithm, dataset)
+    else:
+        hparams = random_hparams(algorithm, dataset, seed_hash(hparams_seed, trial_seed))
+    for key, value in (overrides or {}).items():
+        if key not in hparams:
+            raise ConfigError(f"unknown hparam {key!r} for {algorithm} on {dataset}; "
+                              f"known: {', '.join(sorted(hparams))}")
+        hparams[key] = value
+    return hparams
+
+
+# ----------------------------------------------------------------------------- datasets
+@dataset_hparams("SpuriousDigits")
+def _spurious_digits(hparam):
+    # Probability-of-agreement table of the coloured corner cue is fixed by the benchmark;
+    # this switch removes the cue entirely (the "clean" variant).
+    hparam("digits_spurious", True, lambda r: True)
+    # Masks handed to mask-based methods: gt, dilated, shifted, partial or random.
+    hparam("mask_quality", "gt", lambda r: "gt")
+
+
+# ----------------------------------------------------------------------------- algorithms
+@algorithm_hparams("ERM")
+def _erm(hparam, dataset):
+    pass

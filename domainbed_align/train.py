@@ -1,0 +1,385 @@
+"""One run: `python -m domainbed_align.train` (DomainBed's flags, plus --mask_dir).
+
+The run is a pure function of its arguments. At every checkpoint step it evaluates every
+split, appends one record, and saves a resumable checkpoint (algorithm and optimiser state,
+RNG states, the records so far) atomically; the data order is a function of the step, so a run
+started again in the same folder continues where the checkpoint left it and ends with the same
+`results.jsonl` as an unbroken run. `Trainer` is a callable so a scheduler (submitit) can run
+it in-process and requeue it.
+"""
+import argparse
+import collections
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from domainbed_align import hparams_registry
+from domainbed_align.algorithms import get_algorithm_class
+from domainbed_align.datasets import get_dataset_class
+from domainbed_align.datasets.loaders import train_batches
+from domainbed_align.evaluation import evaluate_split, explain_subsample
+from domainbed_align.lib.errors import ConfigError, DomainBedAlignError, TrainingError
+from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line, seed_hash
+
+TASKS = ("domain_generalization", "single_source")
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The arguments of one run; field names and defaults are DomainBed's (`args` in records)."""
+
+    dataset: str = "SpuriousDigits"
+    algorithm: str = "ERM"
+    test_envs: Tuple[int, ...] = (0,)
+    data_dir: str = ""
+    task: str = "domain_generalization"
+    hparams: Optional[str] = None
+    hparams_seed: int = 0
+    trial_seed: int = 0
+    seed: int = 0
+    steps: Optional[int] = None
+    checkpoint_freq: Optional[int] = None
+    output_dir: str = "train_output"
+    holdout_fraction: float = 0.2
+    uda_holdout_fraction: float = 0.0
+    skip_model_save: bool = False
+    save_model_every_checkpoint: bool = False
+    mask_dir: Optional[str] = None
+
+    def record_args(self) -> dict:
+        """`args` as records store it (lists, not tuples, like argparse's namespace)."""
+        d = dataclasses.asdict(self)
+        d["test_envs"] = list(self.test_envs)
+        return d
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m domainbed_align.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data_dir", type=str, default="")
+    p.add_argument("--dataset", type=str, default=TrainConfig.dataset)
+    p.add_argument("--algorithm", type=str, default=TrainConfig.algorithm)
+    p.add_argument("--task", type=str, default=TrainConfig.task, choices=TASKS)
+    p.add_argument("--hparams", type=str, help="JSON-serialized hparams dict, applied on top")
+    p.add_argument("--hparams_seed", type=int, default=0, help="0: default hparams")
+    p.add_argument("--trial_seed", type=int, default=0, help="seed for splits and random hparams")
+    p.add_argument("--seed", type=int, default=0, help="seed for everything else")
+    p.add_argument("--steps", type=int, default=None, help="default: the dataset's N_STEPS")
+    p.add_argument("--checkpoint_freq", type=int, default=None, help="default: the dataset's")
+    p.add_argument("--test_envs", type=int, nargs="+", default=[0])
+    p.add_argument("--output_dir", type=str, default=TrainConfig.output_dir)
+    p.add_argument("--holdout_fraction", type=float, default=0.2)
+    p.add_argument("--uda_holdout_fraction", type=float, default=0.0)
+    p.add_argument("--skip_model_save", action="store_true")
+    p.add_argument("--save_model_every_checkpoint", action="store_true")
+    p.add_argument("--mask_dir", type=str, default=None,
+                   help="relevance-mask folder mirroring the image tree (image datasets)")
+    return p
+
+
+def parse_args(argv: Optional[List[str]] = None) -> TrainConfig:
+    ns = build_parser().parse_args(argv)
+    return TrainConfig(**{**vars(ns), "test_envs": tuple(ns.test_envs)})
+
+
+def _parse_hparams_json(text: Optional[str]) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--hparams is not valid JSON ({e.msg} at char {e.pos}): {text!r}; "
+                          f"example: --hparams '{{\"lr\": 1e-4}}'") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"--hparams must be a JSON object like '{{\"lr\": 1e-4}}', got {text!r}")
+    return value
+
+
+def split_indices(n: int, holdout_fraction: float, trial_seed: int, env: int):
+    """DomainBed's split: shuffle with seed_hash(trial_seed, env); first part is `out`."""
+    keys = list(range(n))
+    np.random.RandomState(seed_hash(trial_seed, env)).shuffle(keys)
+    n_out = int(n * holdout_fraction)
+    return keys[n_out:], keys[:n_out]  # in, out
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _mem_gb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 1024.0**3
+    import resource  # CPU runs: peak resident memory of this process
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0**2
+
+
+class Preempted(Exception):
+    """A stop was requested (SIGTERM/SIGUSR2); the checkpoint is saved, the run can resume."""
+
+
+class Trainer:
+    """One run as a callable; `request_stop()` makes it checkpoint and raise `Preempted`."""
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self._stop_signal: Optional[int] = None
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        self._stop_signal = signum
+
+    # ------------------------------------------------------------------ set-up
+    def _setup(self):
+        c = self.config
+        dataset_cls = get_dataset_class(c.dataset)
+        algorithm_cls = get_algorithm_class(c.algorithm)
+        n_envs = len(dataset_cls.environments())
+        bad = [t for t in c.test_envs if not 0 <= t < n_envs]
+        if bad or not c.test_envs or len(set(c.test_envs)) != len(c.test_envs):
+            raise ConfigError(f"--test_envs {' '.join(map(str, c.test_envs))} invalid for {c.dataset}: "
+                              f"give distinct indices in 0..{n_envs - 1} "
+                              f"({', '.join(f'{i}={e}' for i, e in enumerate(dataset_cls.environments()))})")
+        if len(c.test_envs) >= n_envs:
+            raise ConfigError(f"--test_envs leaves no training domain for {c.dataset}")
+        if c.task == "single_source" and len(c.test_envs) != n_envs - 1:
+            raise ConfigError(f"--task single_source trains on one domain: pass the other "
+                              f"{n_envs - 1} as --test_envs")
+        if c.uda_holdout_fraction:
+            raise ConfigError("--uda_holdout_fraction is not supported (no domain adaptation); use 0")
+        if not 0 <= c.holdout_fraction < 1:
+            raise ConfigError(f"--holdout_fraction must be in [0, 1), got {c.holdout_fraction}")
+        hparams = hparams_registry.run_hparams(c.algorithm, c.dataset, c.hparams_seed, c.trial_seed,
+                                               _parse_hparams_json(c.hparams))
+        self.hparams = hparams
+
+        random.seed(c.seed)
+        np.random.seed(c.seed)
+        torch.manual_seed(c.seed)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+
+        kwargs = {"mask_dir": c.mask_dir} if c.mask_dir else {}
+        if c.mask_dir and not hasattr(dataset_cls, "DOMAIN_DIRS"):
+            raise ConfigError(f"--mask_dir applies to image-folder datasets; {c.dataset} has its own masks")
+        dataset = dataset_cls(c.data_dir, list(c.test_envs), hparams, **kwargs)
+        if algorithm_cls.NEEDS_MASKS and not dataset.HAS_MASKS:
+            raise ConfigError(f"{c.algorithm} trains on relevance masks but {c.dataset} has none here; "
+                              f"make them with `python -m domainbed_align.datasets.make_masks` "
+                              f"and pass --mask_dir")
+        self.dataset = dataset
+        self.splits = [split_indices(len(env), c.holdout_fraction, c.trial_seed, i)
+                       for i, env in enumerate(dataset.datasets)]
+        self.train_envs = [i for i in range(len(dataset)) if i not in c.test_envs]
+        self.n_steps = c.steps or dataset.N_STEPS
+        self.checkpoint_freq = c.checkpoint_freq or dataset.CHECKPOINT_FREQ
+        self.steps_per_epoch = min(len(s[0]) / hparams["batch_size"] for s in self.splits)
+        self.eval_views = [env.eval_view() if hasattr(env, "eval_view") else env for env in dataset.datasets]
+        explain_n = hparams["explain_n"]
+        self.explain = {}
+        for i, (in_idx, out_idx) in enumerate(self.splits):
+            for name, idx in (("in", in_idx), ("out", out_idx)):
+                self.explain[i, name] = (explain_subsample(len(idx), explain_n, c.trial_seed, i, name)
+                                         if explain_n > 0 else None)
+        self.algorithm = algorithm_cls(dataset.input_shape, dataset.num_classes,
+                                       len(self.train_envs), hparams).to(self.device)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _identity(self) -> dict:
+        d = self.config.record_args()
+        d.pop("output_dir")
+        return d
+
+    def _save_checkpoint(self, next_step: int, checkpoint_vals, records) -> None:
+        state = {"next_step": next_step, "identity": self._identity(),
+                 "algorithm": self.algorithm.state_dict(),
+                 "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
+                 "rng": _rng_state(), "checkpoint_vals": dict(checkpoint_vals), "records": records}
+        with atomic_open(os.path.join(self.config.output_dir, CHECKPOINT_FILE), "wb") as f:
+            torch.save(state, f)
+
+    def _load_checkpoint(self):
+        path = os.path.join(self.config.output_dir, CHECKPOINT_FILE)
+        if not os.path.exists(path):
+            return None
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if state["identity"] != self._identity():
+            diff = sorted(k for k in state["identity"] if state["identity"].get(k) != self._identity().get(k))
+            raise ConfigError(f"{self.config.output_dir} holds a run with other arguments "
+                              f"(differs in: {', '.join(diff)}); use another --output_dir")
+        self.algorithm.load_state_dict(state["algorithm"])
+        for k, opt in self.algorithm.optimizers().items():
+            opt.load_state_dict(state["optimizers"][k])
+        _set_rng_state(state["rng"])
+        return state
+
+    def _write_records(self, records) -> None:
+        atomic_write_text(os.path.join(self.config.output_dir, "results.jsonl"),
+                          "".join(json_line(r) for r in records))
+
+    def _save_model(self, name: str) -> None:
+        c = self.config
+        with atomic_open(os.path.join(c.output_dir, name), "wb") as f:
+            torch.save({"args": c.record_args(), "model_input_shape": self.dataset.input_shape,
+                        "model_num_classes": self.dataset.num_classes,
+                        "model_num_domains": len(self.train_envs), "model_hparams": self.hparams,
+                        "model_dict": self.algorithm.state_dict()}, f)
+
+    # ------------------------------------------------------------------ the loop
+    def _evaluate(self) -> dict:
+        results = {}
+        for i, (in_idx, out_idx) in enumerate(self.splits):
+            for name, idx in (("in", in_idx), ("out", out_idx)):
+                metrics = evaluate_split(self.algorithm, self.eval_views[i], idx, self.explain[i, name],
+                                         self.dataset.num_classes, self.device,
+                                         num_workers=min(self.dataset.N_WORKERS, os.cpu_count() or 1))
+                results.update({f"env{i}_{name}_{k}": v for k, v in metrics.items()})
+        return results
+
+    def __call__(self) -> str:
+        """Train to the end (or resume to it); returns the output folder."""
+        c = self.config
+        os.makedirs(c.output_dir, exist_ok=True)
+        if os.path.exists(os.path.join(c.output_dir, "done")):
+            print(f"{c.output_dir} is done; nothing to do")
+            return c.output_dir
+        self._setup()
+        state = self._load_checkpoint()
+        start_step = state["next_step"] if state else 0
+        records = state["records"] if state else []
+        checkpoint_vals = collections.defaultdict(list, state["checkpoint_vals"] if state else {})
+        if state:
+            self._write_records(records)  # a kill between checkpoint and records left them behind
+            print(f"resuming at step {start_step} from {CHECKPOINT_FILE}")
+
+        needs_masks = self.algorithm.NEEDS_MASKS
+        loaders_workers = min(self.dataset.N_WORKERS, os.cpu_count() or 1)
+        stream = train_batches([self.dataset[i] for i in self.train_envs],
+                               [self.splits[i][0] for i in self.train_envs],
+                               self.hparams["batch_size"], c.seed, start_step, loaders_workers)
+        self.algorithm.train()
+        from tqdm import tqdm
+        bar = tqdm(range(start_step, self.n_steps), initial=start_step, total=self.n_steps,
+                   disable=not sys.stderr.isatty(), desc=f"{c.algorithm} {c.dataset}")
+        for step in bar:
+            t0 = time.time()
+            batches = [tuple(t.to(self.device) for t in (b if needs_masks else b[:2])) for b in next(stream)]
+            step_vals = self.algorithm.update(batches)
+            checkpoint_vals["step_time"].append(time.time() - t0)
+            for key, val in step_vals.items():
+                if not math.isfinite(val):
+                    raise TrainingError(
+                        f"{key} is {val} at step {step}; records up to step "
+                        f"{records[-1]['step'] if records else 'none'} are kept; "
+                        f"lower the learning rate (--hparams '{{\"lr\": ...}}') or check the data")
+                checkpoint_vals[key].append(val)
+
+            last = step == self.n_steps - 1
+            if step % self.checkpoint_freq == 0 or last:
+                record = {"step": step, "epoch": step / self.steps_per_epoch}
+                record.update({k: float(np.mean(v)) for k, v in checkpoint_vals.items()})
+                record.update(self._evaluate())
+                record["mem_gb"] = _mem_gb()
+                record.update({"hparams": self.hparams, "args": c.record_args()})
+                records.append(record)
+                checkpoint_vals = collections.defaultdict(list)
+                self._save_checkpoint(step + 1, checkpoint_vals, records)
+                self._write_records(records)
+                self._print_row(record)
+                if c.save_model_every_checkpoint:
+                    self._save_model(f"model_step{step}.pkl")
+            elif self._stop_signal is not None:
+                self._save_checkpoint(step + 1, checkpoint_vals, records)
+            if self._stop_signal is not None and not last:
+                raise Preempted(f"stopped by signal {self._stop_signal} after step {step}; "
+                                f"checkpoint saved: run the same command again to resume")
+        if not c.skip_model_save:
+            self._save_model("model.pkl")
+        atomic_write_text(os.path.join(c.output_dir, "done"), "done")
+        with_ckpt = os.path.join(c.output_dir, CHECKPOINT_FILE)
+        if os.path.exists(with_ckpt):
+            os.remove(with_ckpt)  # done: the records and model.pkl are the result
+        return c.output_dir
+
+    def _print_row(self, record: dict) -> None:
+        accs = "  ".join(f"{k[:-4]} {record[k]:.3f}" for k in sorted(record) if k.endswith("_acc"))
+        loss = record.get("loss", float("nan"))
+        print(f"step {record['step']:>6}  loss {loss:.4f}  {accs}", flush=True)
+
+
+def one_line(e: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker wrapped it in a traceback."""
+    last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    prefix = f"{type(e).__module__}.{type(e).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
+class _Tee:
+    """Write to a stream and append to a file (DomainBed's out.txt / err.txt)."""
+
+    def __init__(self, stream, path):
+        self.stream, self.file = stream, open(path, "a")
+
+    def write(self, text):
+        self.stream.write(text)
+        self.file.write(text)
+        self.file.flush()
+
+    def flush(self):
+        self.stream.flush()
+        self.file.flush()
+
+    def isatty(self):
+        return self.stream.isatty()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    config = parse_args(argv)
+    trainer = Trainer(config)
+    stdout, stderr = sys.stdout, sys.stderr
+    previous = {}
+    try:
+        os.makedirs(config.output_dir, exist_ok=True)
+        sys.stdout = _Tee(stdout, os.path.join(config.output_dir, "out.txt"))
+        sys.stderr = _Tee(stderr, os.path.join(config.output_dir, "err.txt"))
+        for sig in (signal.SIGTERM, signal.SIGUSR2):
+            previous[sig] = signal.signal(sig, lambda signum, frame: trainer.request_stop(signum))
+        trainer()
+        return 0
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return 128 + (trainer._stop_signal or signal.SIGTERM)
+    except DomainBedAlignError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for tee in (sys.stdout, sys.stderr):
+            if isinstance(tee, _Tee):
+                tee.file.close()
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_module(module, *args, check=True, timeout=600, **kwargs):
+    """Run `python -m module args...` in a subprocess (argv list, no shell)."""
+    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def weird_tmp_path(tmp_path):
+    """A folder whose name has spaces and quotes (submitit's trick for quoting bugs)."""
+    p = tmp_path / "a b'; echo \"x"
+    p.mkdir()
+    return p
