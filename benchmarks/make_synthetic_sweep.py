@@ -57,37 +57,47 @@ def run_records(rng, args, n_envs, n_steps, checkpoint_freq, upstream_only, eval
 
 def make_sweep(out_dir, n_records=100_000, upstream_only=False, seed=0,
                algorithms=("ERM", "GRADIA", "RRR", "ALIGN", "MyPlugin"), datasets=None,
-               n_trials=3, checkpoint_freq=10):
-    """Write runs until about `n_records` records exist; return the number written."""
+               n_trials=3, checkpoint_freq=10, steps_per_run=20, n_hparams=None,
+               single_source=False):
+    """Write runs until about `n_records` records exist; return the number written.
+
+    With `single_source`, also one single_source run per (trial, dataset, algorithm, source):
+    test_envs = every domain but the source."""
     rng = np.random.default_rng(seed)
     datasets = datasets or DATASETS
     jobs = []
     for trial, (ds, n_envs) in itertools.product(range(n_trials), datasets.items()):
         for alg in algorithms:
             for te in test_env_lists(n_envs):
-                jobs.append((trial, ds, n_envs, alg, te))
-    steps_per_run = 20
+                jobs.append((trial, ds, n_envs, alg, te, "domain_generalization"))
+            if single_source:
+                for s in range(n_envs):
+                    jobs.append((trial, ds, n_envs, alg, [i for i in range(n_envs) if i != s],
+                                 "single_source"))
     n_runs_wanted = max(1, n_records // (steps_per_run + 1))
-    n_hparams = max(1, -(-n_runs_wanted // len(jobs)))
+    if n_hparams is None:
+        n_hparams = max(1, -(-n_runs_wanted // len(jobs)))
     written = 0
     os.makedirs(out_dir, exist_ok=True)
-    for (trial, ds, n_envs, alg, te), h in itertools.product(jobs, range(n_hparams)):
+    for (trial, ds, n_envs, alg, te, task), h in itertools.product(jobs, range(n_hparams)):
         if written >= n_records:
             break
         args = {"algorithm": alg, "checkpoint_freq": checkpoint_freq, "data_dir": "/data",
                 "dataset": ds, "holdout_fraction": 0.2, "hparams": None, "hparams_seed": h,
                 "output_dir": "", "save_model_every_checkpoint": False, "seed": 0,
                 "skip_model_save": True, "steps": steps_per_run * checkpoint_freq,
-                "task": "domain_generalization", "test_envs": te, "trial_seed": trial,
+                "task": task, "test_envs": te, "trial_seed": trial,
                 "uda_holdout_fraction": 0}
         name = hashlib.md5(json.dumps(args, sort_keys=True).encode()).hexdigest()
-        args["output_dir"] = os.path.join(out_dir, name)
+        run_dir = os.path.join(out_dir, name)
+        args["output_dir"] = "/sweep/" + name
         recs = run_records(rng, args, n_envs, steps_per_run * checkpoint_freq + 1,
                            checkpoint_freq, upstream_only)
-        os.makedirs(args["output_dir"], exist_ok=True)
-        with open(os.path.join(args["output_dir"], "results.jsonl"), "w") as f:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "results.jsonl"), "w") as f:
             f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in recs)
-        open(os.path.join(args["output_dir"], "done"), "w").close()
+        with open(os.path.join(run_dir, "done"), "w") as f:
+            f.write("done")
         written += len(recs)
     return written
 

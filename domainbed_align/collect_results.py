@@ -34,7 +34,8 @@ from domainbed_align import catalog
 from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
 from domainbed_align.lib.tables import Table, format_avg, format_mean
 from domainbed_align.model_selection import (SINGLE_SOURCE, Checkpoints, RunPart,
-                                             get_selection_methods, record_arrays)
+                                             get_selection_methods, record_arrays,
+                                             run_meta)
 
 try:  # pandas' bundled ujson is ~3x faster than json; precise_float keeps every bit
     from pandas._libs._ujson import ujson_loads as _ujson_loads
@@ -128,15 +129,18 @@ def _read_run_part(job):
     we avoid by not sending records back)."""
     run, path = job
     kept, n_skipped, n_dup = read_run(path)
+    n_all = len(kept)
+    kept = [(i, r) for i, r in kept if run_meta(r.get("args")) is not None]
+    n_unusable = n_all - len(kept)
     recs = [r for _, r in kept]
     steps, n_envs, acc_in, acc_out = record_arrays(recs)
     args = recs[-1].get("args") if recs else None
     lines = np.array([i for i, _ in kept], dtype=np.int64)
-    keys = set()
-    for r in recs:
-        keys.update(k for k, v in r.items() if k.startswith("env") and v is not None)
+    # records of one run carry the same keys; the last one names the metrics recorded
+    keys = {k for k, v in recs[-1].items() if k.startswith("env") and v is not None} \
+        if recs else set()
     return RunPart(args, steps, n_envs, acc_in, acc_out, run=run, lines=lines), \
-        n_skipped, n_dup, keys
+        n_skipped, n_dup, keys, n_unusable
 
 
 class Sweep:
@@ -172,6 +176,7 @@ class Sweep:
         self.n_duplicates = sum(o[2] for o in out)
         self.keys = set().union(*(o[3] for o in out)) if out else set()
         self.ckpts = Checkpoints.from_parts([o[0] for o in out])
+        self.ckpts.n_unusable += sum(o[4] for o in out)
         self._cache: Dict[int, Dict[int, dict]] = {}
 
     def results_path(self, run: int) -> str:
