@@ -58,6 +58,10 @@ class Algorithm(nn.Module):
         """Module whose output Grad-CAM explains (ResNet layer4, the small CNN's last stage)."""
         return self.featurizer.cam_layer
 
+    def learned_mask(self, x: Tensor) -> Optional[Tensor]:
+        """(B, 1, H, W) mask in [0, 1] that the method learned (ALIGN's masker); None if none."""
+        return None
+
     def explanation_extras(self, x: Tensor, y: Tensor, m: Optional[Tensor]) -> Dict[str, float]:
         """Extra per-split metrics recorded at checkpoints (ALIGN: its learned mask)."""
         return {}
