@@ -121,3 +121,38 @@ def _spurious_digits(hparam):
 @algorithm_hparams("ERM")
 def _erm(hparam, dataset):
     pass
+
+
+def _dre_weights(hparam):
+    """DRE's internal weights (its public code): consistency 1.0, sparsity 0.5, mixed CE 0.1."""
+    hparam("dre_consistency_weight", 1.0, lambda r: 1.0)
+    hparam("dre_sparsity_weight", 0.5, lambda r: 0.5)
+    hparam("dre_ce_weight", 0.1, lambda r: 0.1)
+    hparam("dre_mix_alpha", 0.2, lambda r: 0.2)  # lambda ~ Beta(alpha, alpha)
+
+
+@algorithm_hparams("DRE")
+def _dre(hparam, dataset):
+    hparam("dre_weight", 1.0, lambda r: 10 ** r.uniform(-1, 1))
+    _dre_weights(hparam)
+
+
+@algorithm_hparams("ALIGN")
+def _align(hparam, dataset):
+    small = dataset in SMALL_IMAGES
+    # l1..l4 of the paper: mask area, mask smoothness, Grad-CAM/mask alignment, DRE's L_reg.
+    hparam("align_l1", 0.1, lambda r: 10 ** r.uniform(-2, 0))
+    hparam("align_l2", 0.1, lambda r: 10 ** r.uniform(-2, 0))
+    hparam("align_l3", 1.0, lambda r: 10 ** r.uniform(-1, 1))
+    hparam("align_l4", 1.0, lambda r: 10 ** r.uniform(-1, 1))
+    # The paper warms up 200 epochs; we count DomainBed steps (5001 per run by default).
+    warmup = 200 if small else 1000
+    hparam("align_warmup_steps", warmup, lambda r: int(r.choice([warmup // 2, warmup, 2 * warmup])))
+    hparam("masker_steps", 1, lambda r: int(r.choice([1, 2])))
+    hparam("classifier_steps", 1, lambda r: int(r.choice([1, 2])))
+    hparam("masker_lr", None, lambda r: None)  # None: the classifier's lr
+    hparam("masker_width", 16 if small else 32, lambda r: 16 if small else 32)
+    hparam("mask_fill", "zero", lambda r: "zero")  # or "blur"
+    # Differentiable Grad-CAM (alignment reaches the head); false detaches the channel weights.
+    hparam("align_create_graph", True, lambda r: True)
+    _dre_weights(hparam)

@@ -121,3 +121,37 @@ def Classifier(in_features: int, out_features: int, is_nonlinear: bool = False) 
                              nn.Linear(in_features // 2, in_features // 4), nn.ReLU(),
                              nn.Linear(in_features // 4, out_features))
     return nn.Linear(in_features, out_features)
+
+
+class Masker(nn.Module):
+    """ALIGN's lightweight soft masker: a small conv encoder-decoder with a sigmoid output.
+
+    Maps x (B, C, H, W) to a relevance mask (B, 1, H, W) in [0, 1]. Images larger than 64 px
+    are first brought to a quarter of their side by two strided convs (56x56 at 224 px); the
+    mask is predicted there and upsampled bilinearly, which keeps the masker a small fraction
+    of a ResNet-50's cost.
+    """
+
+    def __init__(self, input_shape: Sequence[int], width: int = 16):
+        super().__init__()
+        c, h = input_shape[0], input_shape[1]
+        stem = []
+        if h > 64:
+            stem = [_conv_block(c, width, 2), _conv_block(width, width, 2)]
+            c = width
+        self.stem = nn.Sequential(*stem)
+        self.enc1 = _conv_block(c, width, 1)                   # (B, w, h, w)
+        self.enc2 = _conv_block(width, 2 * width, 2)           # (B, 2w, h/2, w/2)
+        self.mid = _conv_block(2 * width, 2 * width, 1)
+        self.dec = _conv_block(3 * width, width, 1)            # after upsampling + skip
+        self.head = nn.Conv2d(width, 1, 1)
+
+    def forward(self, x):
+        size = x.shape[-2:]
+        e1 = self.enc1(self.stem(x))
+        e2 = self.mid(self.enc2(e1))
+        up = F.interpolate(e2, size=e1.shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.head(self.dec(torch.cat([up, e1], dim=1)))
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(logits)  # (B, 1, H, W)
