@@ -163,7 +163,7 @@ def draw_explanations(ex: Explanations, class_names: Optional[Sequence[str]] = N
     FigureCanvasAgg(fig)
     top = 1 - 0.5 / height
     gs = GridSpec(rows, len(ratios), figure=fig, width_ratios=ratios, left=0.1 / width,
-                  right=1 - 0.1 / width, bottom=0.05 / height, top=top, wspace=0.05, hspace=0.32)
+                  right=1 - 0.1 / width, bottom=0.05 / height, top=top, wspace=0.05, hspace=0.25)
     names = [str(c) for c in class_names] if class_names is not None else None
 
     def name(c) -> str:
