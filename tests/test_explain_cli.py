@@ -39,7 +39,8 @@ class FakeAlgorithm(nn.Module):
 
     def __init__(self, learns_mask: bool, num_classes: int = 3):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1))
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(4, 4, 3, stride=2, padding=1))
         self.head = nn.Linear(4, num_classes)
         self.network = nn.Sequential(self.features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), self.head)
         self.learns_mask = learns_mask

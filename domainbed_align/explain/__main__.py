@@ -122,8 +122,8 @@ def _run(a: argparse.Namespace) -> int:
     dataset_cls = get_dataset_class(args["dataset"])
     names = list(dataset_cls.environments())
     if not 0 <= a.env < len(names):
-        raise ConfigError(f"--env {a.env} is out of range for {args['dataset']}: give 0..{len(names) - 1} "
-                          f"({', '.join(f'{i}={e}' for i, e in enumerate(names))})")
+        raise ConfigError(f"--env {a.env} is out of range for {args['dataset']}: "
+                          f"give 0..{len(names) - 1} ({', '.join(f'{i}={e}' for i, e in enumerate(names))})")
 
     hparams = dict(saved["model_hparams"])
     mask_dir = a.mask_dir if a.mask_dir is not None else args.get("mask_dir")
