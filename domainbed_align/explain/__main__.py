@@ -137,8 +137,9 @@ def _run(a: argparse.Namespace) -> int:
                                     args.get("trial_seed", 0), a.env)
     idx = in_idx if a.split == "in" else out_idx
     if not idx:
+        other = "out" if a.split == "in" else "in"
         raise ConfigError(f"the {a.split!r} split of domain {a.env} is empty (holdout_fraction "
-                          f"{args.get('holdout_fraction')}); use --split {'out' if a.split == 'in' else 'in'}")
+                          f"{args.get('holdout_fraction')}); use --split {other}")
     positions = choose_images(len(idx), a.n, args.get("trial_seed", 0), a.env, a.split, a.seed)
     if a.n > len(idx):
         print(f"note: the {a.split} split of domain {a.env} has {len(idx)} images; showing all",
