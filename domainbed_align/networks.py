@@ -136,15 +136,17 @@ class Masker(nn.Module):
     def __init__(self, input_shape: Sequence[int], width: int = 16):
         super().__init__()
         c, h = input_shape[0], input_shape[1]
-        stem = [_conv_block(c, width, 2)]
+        block = lambda c_in, c_out, stride: nn.Sequential(  # no norm: element-wise work is
+            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.ReLU())  # most of its cost
+        stem = [block(c, width, 2)]
         if h > 64:
-            stem.append(_conv_block(width, width, 2))
+            stem.append(block(width, width, 2))
         self.stem = nn.Sequential(*stem)                       # (B, w, H/2 or H/4, ...)
-        self.enc = _conv_block(width, width, 1)
-        self.down = _conv_block(width, 2 * width, 2)           # (B, 2w, /2)
-        self.mid = _conv_block(2 * width, 2 * width, 1)
+        self.enc = block(width, width, 1)
+        self.down = block(width, 2 * width, 2)                 # (B, 2w, /2)
+        self.mid = block(2 * width, 2 * width, 1)
         self.reduce = nn.Conv2d(2 * width, width, 1)
-        self.dec = _conv_block(width, width, 1)
+        self.dec = block(width, width, 1)
         self.head = nn.Conv2d(width, 1, 1)
 
     def forward(self, x):

@@ -58,20 +58,22 @@ class ALIGN(Algorithm):
         self.register_buffer("update_count", torch.tensor(0, dtype=torch.long))
 
     # ------------------------------------------------------------------ the two steps
-    def _fill(self, x):
+    def _kept_and_removed(self, x, m):
+        """x with only the mask kept, and with the mask removed; one batch (2B, C, H, W)."""
         if self.hparams["mask_fill"] == "blur":
             from domainbed_align.explain.metrics import make_fill
-            return make_fill(x, "blur")
-        return torch.zeros_like(x)  # 0 in normalised space: the mean colour
+            fill = make_fill(x, "blur")
+            return torch.cat([fill + (x - fill) * m, x - (x - fill) * m])
+        if self.hparams["mask_fill"] != "zero":
+            raise ValueError(f"mask_fill must be 'zero' or 'blur', got {self.hparams['mask_fill']!r}")
+        xm = x * m  # fill 0 in normalised space: the mean colour
+        return torch.cat([xm, x - xm])
 
     def masker_step(self, x, y) -> Dict[str, float]:
         hp = self.hparams
         with frozen(self.network):
             m = self.masker(x)                                     # (B, 1, H, W) in [0, 1]
-            fill = self._fill(x)
-            kept = x * m + fill * (1 - m)
-            removed = x * (1 - m) + fill * m
-            probs = self.network(torch.cat([kept, removed])).softmax(dim=1)  # one forward
+            probs = self.network(self._kept_and_removed(x, m)).softmax(dim=1)  # one forward
             p = probs.gather(1, torch.cat([y, y]).view(-1, 1)).view(2, -1)   # (2, B)
             dist = F.mse_loss(p[0] - p[1], torch.ones_like(p[0]))
             area, tv = m.mean(), total_variation(m)
