@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from domainbed_align.datasets.loaders import eval_batches
+from domainbed_align.lib.errors import TrainingError
 from domainbed_align.lib.misc import seed_hash
 
 EVAL_BATCH_SIZE = 256
@@ -48,6 +49,9 @@ def evaluate_split(algorithm, dataset, indices: Sequence[int], explain_positions
     algorithm.eval()
     try:
         probs, labels = _predict_split(algorithm, dataset, indices, device, num_workers)
+        if not torch.isfinite(probs).all():
+            raise TrainingError("the model outputs NaN/inf (its weights diverged); lower the "
+                                "learning rate (--hparams '{\"lr\": ...}'); earlier records are kept")
         out = {"acc": float((probs.argmax(1) == labels).float().mean()) if len(labels) else float("nan"),
                "auc": float(prediction_auc(probs.numpy(), labels.numpy(), num_classes))}
         if explain_positions is not None and len(explain_positions):

@@ -31,10 +31,10 @@ class SmallCNN(nn.Module):
         super().__init__()
         c = input_shape[0]
         self.blocks = nn.Sequential(
-            _conv_block(c, width // 2, 2),        # (B, w/2, 14, 14)
-            _conv_block(width // 2, width, 1),    # (B, w, 14, 14)
-            _conv_block(width, width, 2),         # (B, w, 7, 7)
-            _conv_block(width, width, 1),         # (B, w, 7, 7) <- Grad-CAM here
+            _conv_block(c, width // 2, 2),            # (B, w/2, 14, 14)
+            _conv_block(width // 2, width, 1),        # (B, w, 14, 14)
+            _conv_block(width, width, 2),             # (B, w, 7, 7)
+            _conv_block(width, width, 1),             # (B, w, 7, 7) <- Grad-CAM here
         )
         self.n_outputs = width
 

