@@ -103,7 +103,7 @@ class ALIGN(Algorithm):
         if align:
             with torch.no_grad(), frozen(self.masker):
                 target = F.adaptive_avg_pool2d(self.masker(x), cam.shape[-2:])[:, 0]  # (B, h, w)
-            g = normalize_cam(cam).clamp(BCE_EPS, 1 - BCE_EPS)
+            g = normalize_cam(cam, rel_eps=hp["cam_rel_eps"]).clamp(BCE_EPS, 1 - BCE_EPS)
             align_loss = F.binary_cross_entropy(g, target)
             loss = loss + hp["align_l3"] * align_loss
             out["align"] = align_loss.item()

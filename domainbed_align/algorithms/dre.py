@@ -46,9 +46,9 @@ def _per_class_mean(values: Tensor, y: Tensor, num_classes: int) -> Tensor:
 
 
 def dre_terms(cam: Tensor, logits_mix: Tensor, cam_mix: Tensor, y: Tensor, partner: Tensor,
-              lam: Tensor, num_classes: int) -> Dict[str, Tensor]:
+              lam: Tensor, num_classes: int, rel_eps: float = 0.0) -> Dict[str, Tensor]:
     """DRE's three terms from the Grad-CAMs of x and x_mix (cam, cam_mix: (B, h, w), ReLU'd)."""
-    g, g_mix = normalize_cam(cam), normalize_cam(cam_mix)
+    g, g_mix = normalize_cam(cam, rel_eps=rel_eps), normalize_cam(cam_mix, rel_eps=rel_eps)
     target = lam.view(-1, 1, 1) * g + (1 - lam.view(-1, 1, 1)) * g[partner]
     consistency = (g_mix - target).abs().mean(dim=(1, 2))
     sparsity = g.mean(dim=(1, 2))
@@ -64,7 +64,8 @@ def dre_regulariser(network, layer, x: Tensor, y: Tensor, num_classes: int, hpar
     x_mix, partner, lam = same_class_mix(x, y, num_classes, hparams["dre_mix_alpha"])
     cam_all, logits_all = grad_cam(network, layer, torch.cat([x, x_mix]), torch.cat([y, y]),
                                    create_graph=create_graph, detach_weights=not create_graph, relu=True)
-    terms = dre_terms(cam_all[:B], logits_all[B:], cam_all[B:], y, partner, lam, num_classes)
+    terms = dre_terms(cam_all[:B], logits_all[B:], cam_all[B:], y, partner, lam, num_classes,
+                      rel_eps=hparams["cam_rel_eps"])
     reg = (hparams["dre_consistency_weight"] * terms["consistency"]
            + hparams["dre_sparsity_weight"] * terms["sparsity"]
            + hparams["dre_ce_weight"] * terms["ce_mix"])

@@ -81,12 +81,20 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor, target: Tensor | int
     return cam, logits
 
 
-def normalize_cam(cam: Tensor, eps: float = 1e-8) -> Tensor:
-    """Per-sample min-max to [0, 1]; eps keeps a flat map finite (it becomes all zeros)."""
+def normalize_cam(cam: Tensor, eps: float = 1e-8, rel_eps: float = 0.0) -> Tensor:
+    """Per-sample min-max to [0, 1]; eps keeps a flat map finite (it becomes all zeros).
+
+    For training losses pass `rel_eps` (e.g. 1e-2): the denominator is then at least rel_eps
+    times the batch's mean range (detached), so a nearly flat map (range 1e-7, say) is not
+    blown up to [0, 1] with 1/range gradients, which makes alignment losses diverge.
+    """
     flat = cam.flatten(1)  # (B, h*w)
     lo = flat.min(dim=1, keepdim=True).values
     hi = flat.max(dim=1, keepdim=True).values
-    return ((flat - lo) / (hi - lo + eps)).view_as(cam)
+    span = hi - lo
+    if rel_eps > 0:
+        span = torch.maximum(span, rel_eps * span.detach().mean())
+    return ((flat - lo) / (span + eps)).view_as(cam)
 
 
 def upsample_cam(cam: Tensor, size: tuple[int, int]) -> Tensor:
