@@ -136,8 +136,7 @@ class Masker(nn.Module):
     def __init__(self, input_shape: Sequence[int], width: int = 16):
         super().__init__()
         c, h = input_shape[0], input_shape[1]
-        block = lambda c_in, c_out, stride: nn.Sequential(  # no norm: element-wise work is
-            nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1), nn.ReLU())  # most of its cost
+        block = _conv_block  # GroupNorm: without it the sigmoid saturates and the mask collapses
         stem = [block(c, width, 2)]
         if h > 64:
             stem.append(block(width, width, 2))
