@@ -45,6 +45,17 @@ def total_variation(m: torch.Tensor) -> torch.Tensor:
                   + (m[..., :, 1:] - m[..., :, :-1]).abs().mean())
 
 
+def _descend(optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor) -> None:
+    """One step on `module`'s trainable parameters only: gradients come from autograd.grad, so
+    nothing leaks into the frozen module's .grad (a known pitfall of .backward())."""
+    params = [q for q in module.parameters() if q.requires_grad]
+    grads = torch.autograd.grad(loss, params)
+    optimizer.zero_grad(set_to_none=True)
+    for q, g in zip(params, grads):
+        q.grad = g
+    optimizer.step()
+
+
 @register_algorithm
 class ALIGN(Algorithm):
     """Jointly ALIGNing predictions and explanations with a learned soft masker (AAAI 2026)."""
@@ -78,12 +89,7 @@ class ALIGN(Algorithm):
             dist = F.mse_loss(p[0] - p[1], torch.ones_like(p[0]))
             area, tv = m.mean(), total_variation(m)
             loss = dist + hp["align_l1"] * area + hp["align_l2"] * tv
-            params = [q for q in self.masker.parameters() if q.requires_grad]
-            grads = torch.autograd.grad(loss, params)
-        self.masker_optimizer.zero_grad(set_to_none=True)
-        for q, g in zip(params, grads):
-            q.grad = g
-        self.masker_optimizer.step()
+            _descend(self.masker_optimizer, self.masker, loss)
         return {"mask_loss": loss.item(), "mask_dist": dist.item(), "mask_l1": area.item(),
                 "mask_tv": tv.item(), "mask_area": area.item()}
 
@@ -107,12 +113,7 @@ class ALIGN(Algorithm):
             align_loss = F.binary_cross_entropy(g, target)
             loss = loss + hp["align_l3"] * align_loss
             out["align"] = align_loss.item()
-        params = [q for q in self.network.parameters() if q.requires_grad]
-        grads = torch.autograd.grad(loss, params)
-        self.optimizer.zero_grad(set_to_none=True)
-        for q, g_ in zip(params, grads):
-            q.grad = g_
-        self.optimizer.step()
+        _descend(self.optimizer, self.network, loss)
         out["loss"] = loss.item()
         return out
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from domainbed_align.algorithms import register_algorithm
-from domainbed_align.algorithms.base import Algorithm, concat_batches, step
+from domainbed_align.algorithms.base import ERM, concat_batches, step
 from domainbed_align.explain.gradcam import grad_cam, normalize_cam
 
 
@@ -73,13 +73,8 @@ def dre_regulariser(network, layer, x: Tensor, y: Tensor, num_classes: int, hpar
 
 
 @register_algorithm
-class DRE(Algorithm):
+class DRE(ERM):
     """Distributionally robust explanations (Li et al. CVPR 2023): CE + w * L_reg."""
-
-    def __init__(self, input_shape, num_classes, num_domains, hparams):
-        super().__init__(input_shape, num_classes, num_domains, hparams)
-        self._build_classifier()
-        self.optimizer = self._adam(self.network.parameters())
 
     def update(self, minibatches, unlabeled=None):
         x, y, _ = concat_batches(minibatches)
@@ -90,6 +85,3 @@ class DRE(Algorithm):
         step(self.optimizer, loss)
         return {"loss": loss.item(), "ce": ce.item(), "reg": reg.item(),
                 **{f"reg_{k}": v.item() for k, v in terms.items()}}
-
-    def predict(self, x):
-        return self.network(x)
