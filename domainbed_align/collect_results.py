@@ -37,10 +37,18 @@ from domainbed_align.model_selection import (SINGLE_SOURCE, Checkpoints, RunPart
                                              get_selection_methods, record_arrays,
                                              run_meta)
 
-try:  # pandas' bundled ujson is ~3x faster than json; precise_float keeps every bit
-    from pandas._libs._ujson import ujson_loads as _ujson_loads
-except ImportError:  # pragma: no cover - other pandas versions
-    _ujson_loads = None
+# Parsing JSON is nearly all of the collector's time. orjson (a dependency) parses floats
+# exactly and is ~1.8x faster than pandas' bundled ujson with precise_float, ~2.5x than json.
+try:
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - installed without dependencies
+    try:
+        from pandas._libs._ujson import ujson_loads as _ujson_loads
+
+        def _fast_loads(line):
+            return _ujson_loads(line, precise_float=True)
+    except ImportError:
+        _fast_loads = None
 
 # Metric suffix -> (description, direction): +1 higher is better, -1 lower, 0 control/neutral.
 METRICS = {
@@ -90,10 +98,10 @@ PARALLEL_MIN_FILES = 200   # below this, one process reads faster than a pool st
 def parse_line(line: str):
     """One results.jsonl line -> dict, or None when it is not a complete JSON object."""
     rec = None
-    if _ujson_loads is not None:
+    if _fast_loads is not None:
         try:
-            rec = _ujson_loads(line, precise_float=True)
-        except (ValueError, OverflowError):
+            rec = _fast_loads(line)
+        except (ValueError, OverflowError, TypeError):
             rec = None
     if rec is None:
         try:
@@ -110,7 +118,7 @@ def read_run(path: str):
     one per step, the last written winning (a requeued upstream run rewrites its steps).
     """
     by_step, n_skipped, n_seen = {}, 0, 0
-    with open(path, "r", encoding="utf-8", errors="replace") as f:
+    with open(path, "rb") as f:  # bytes: orjson parses them without a decode step
         for i, line in enumerate(f):
             if not line.strip():
                 continue
