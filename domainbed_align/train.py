@@ -281,38 +281,41 @@ class Trainer:
         from tqdm import tqdm
         bar = tqdm(range(start_step, self.n_steps), initial=start_step, total=self.n_steps,
                    disable=not sys.stderr.isatty(), desc=f"{c.algorithm} {c.dataset}")
-        for step in bar:
-            t0 = time.time()
-            batches = [tuple(t.to(self.device) for t in (b if needs_masks else b[:2])) for b in next(stream)]
-            step_vals = self.algorithm.update(batches)
-            checkpoint_vals["step_time"].append(time.time() - t0)
-            for key, val in step_vals.items():
-                if not math.isfinite(val):
-                    raise TrainingError(
-                        f"{key} is {val} at step {step}; records up to step "
-                        f"{records[-1]['step'] if records else 'none'} are kept; "
-                        f"lower the learning rate (--hparams '{{\"lr\": ...}}') or check the data")
-                checkpoint_vals[key].append(val)
+        try:
+            for step in bar:
+                t0 = time.time()
+                batches = [tuple(t.to(self.device) for t in (b if needs_masks else b[:2])) for b in next(stream)]
+                step_vals = self.algorithm.update(batches)
+                checkpoint_vals["step_time"].append(time.time() - t0)
+                for key, val in step_vals.items():
+                    if not math.isfinite(val):
+                        raise TrainingError(
+                            f"{key} is {val} at step {step}; records up to step "
+                            f"{records[-1]['step'] if records else 'none'} are kept; "
+                            f"lower the learning rate (--hparams '{{\"lr\": ...}}') or check the data")
+                    checkpoint_vals[key].append(val)
 
-            last = step == self.n_steps - 1
-            if step % self.checkpoint_freq == 0 or last:
-                record = {"step": step, "epoch": step / self.steps_per_epoch}
-                record.update({k: float(np.mean(v)) for k, v in checkpoint_vals.items()})
-                record.update(self._evaluate())
-                record["mem_gb"] = _mem_gb()
-                record.update({"hparams": self.hparams, "args": c.record_args()})
-                records.append(record)
-                checkpoint_vals = collections.defaultdict(list)
-                self._save_checkpoint(step + 1, checkpoint_vals, records)
-                self._write_records(records)
-                self._print_row(record)
-                if c.save_model_every_checkpoint:
-                    self._save_model(f"model_step{step}.pkl")
-            elif self._stop_signal is not None:
-                self._save_checkpoint(step + 1, checkpoint_vals, records)
-            if self._stop_signal is not None and not last:
-                raise Preempted(f"stopped by signal {self._stop_signal} after step {step}; "
-                                f"checkpoint saved: run the same command again to resume")
+                last = step == self.n_steps - 1
+                if step % self.checkpoint_freq == 0 or last:
+                    record = {"step": step, "epoch": step / self.steps_per_epoch}
+                    record.update({k: float(np.mean(v)) for k, v in checkpoint_vals.items()})
+                    record.update(self._evaluate())
+                    record["mem_gb"] = _mem_gb()
+                    record.update({"hparams": self.hparams, "args": c.record_args()})
+                    records.append(record)
+                    checkpoint_vals = collections.defaultdict(list)
+                    self._save_checkpoint(step + 1, checkpoint_vals, records)
+                    self._write_records(records)
+                    self._print_row(record)
+                    if c.save_model_every_checkpoint:
+                        self._save_model(f"model_step{step}.pkl")
+                elif self._stop_signal is not None:
+                    self._save_checkpoint(step + 1, checkpoint_vals, records)
+                if self._stop_signal is not None and not last:
+                    raise Preempted(f"stopped by signal {self._stop_signal} after step {step}; "
+                                    f"checkpoint saved: run the same command again to resume")
+        finally:
+            stream.close()  # shuts the data-loader workers down now, also on error or pre-emption
         if not c.skip_model_save:
             self._save_model("model.pkl")
         atomic_write_text(os.path.join(c.output_dir, "done"), "done")
