@@ -284,6 +284,13 @@ def _single_test(records: Q) -> Q:
     return records.filter(lambda r: len(r["args"]["test_envs"]) == 1)
 
 
+def _single_test_rows(ckpts):
+    """Domain-generalisation checkpoints of runs with one test domain: (meta, rows, test env)."""
+    m = _dg(ckpts)
+    m = m[m["n_test"] == 1]
+    return m, m.index.to_numpy(), m["test_env0"].to_numpy()
+
+
 class IIDAccuracySelectionMethod(SelectionMethod):
     """Training-domain validation: argmax of mean env{j}_out_acc over training domains."""
     name = "training-domain validation set"
@@ -291,12 +298,9 @@ class IIDAccuracySelectionMethod(SelectionMethod):
 
     @classmethod
     def select(cls, ckpts):
-        m = _dg(ckpts)
-        m = m[m["n_test"] == 1]
+        m, rows, t = _single_test_rows(ckpts)
         if len(m) == 0:
             return _empty_result()
-        rows = m.index.to_numpy()
-        t = m["test_env0"].to_numpy()
         val = packed_mean(ckpts.acc_out[rows], m["n_envs"].to_numpy(), t)
         test = ckpts.acc_in[rows, t]
         pos = pick(m.assign(test_env=t), ["trial_seed", "dataset", "algorithm", "test_env"],
@@ -408,12 +412,9 @@ class OracleSelectionMethod(SelectionMethod):
 
     @classmethod
     def select(cls, ckpts):
-        m = _dg(ckpts)
-        m = m[m["n_test"] == 1]
+        m, rows, t = _single_test_rows(ckpts)
         if len(m) == 0:
             return _empty_result()
-        rows = m.index.to_numpy()
-        t = m["test_env0"].to_numpy()
         last = _last_checkpoints(m, ["trial_seed", "dataset", "algorithm", "test_env0",
                                      "hparams_seed"])
         m, rows, t = m.iloc[last], rows[last], t[last]
