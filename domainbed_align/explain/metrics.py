@@ -150,7 +150,9 @@ def faithfulness(model: nn.Module, s: Tensor, x: Tensor, fill: Fill = 0.0,
     suff = sum_k (p(x) - p(top-k% of x, rest = fill)) / (len(ks) + 1);
     del / ins = trapezoid area under p over the grid (0 and 1 added), deletion from x towards
     the fill, insertion from `insertion_start` (a blurred copy of x) towards x. Pixel counts are
-    fraction * H * W rounded half up (`_pixel_count`).
+    fraction * H * W rounded half up (`_pixel_count`). The insertion start is the blur of
+    fill="blur" (sigma 0.1 x the longer side): RISE's own kernel (11 x 11, sigma 5 at 224 px)
+    scaled to 28 px is under a pixel wide and would leave a digit readable.
 
     Forwards per image: one per distinct perturbed image, i.e. with the defaults 5 deletion
     (= comprehensiveness) + 5 sufficiency + 5 insertion interior points, the all-fill and the
