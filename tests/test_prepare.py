@@ -92,7 +92,7 @@ def test_terra_count_difference_is_a_warning_but_vlcs_one_is_an_error(tmp_path, 
     assert_nothing_in_place(tmp_path / "v")
 
 
-@pytest.mark.parametrize("damage", ["gz cut in the middle", "gz cut at a member boundary",
+@pytest.mark.parametrize("damage", ["gz cut in the middle", "gz without its crc trailer",
                                     "tar cut at a member boundary", "bz2 cut", "garbage"])
 def test_corrupt_archive_is_one_line_and_leaves_nothing(tmp_path, capsys, damage):
     import tarfile
@@ -102,14 +102,11 @@ def test_corrupt_archive_is_one_line_and_leaves_nothing(tmp_path, capsys, damage
     blob = archive.read_bytes()
     if damage == "garbage":
         blob = b"<html>nope</html>" * 50
+    elif "trailer" in damage:  # every tar block is there; only the gzip end check sees it
+        blob = blob[:-8]
     elif "boundary" in damage:  # the cut that tarfile alone takes for a clean end of archive
         with tarfile.open(archive) as tf:
-            offset = tf.getmembers()[20].offset
-        if kind == "gz":
-            import gzip
-            blob = gzip.compress(gzip.decompress(blob)[:offset])[:-8]  # no CRC/size trailer
-        else:
-            blob = blob[:offset]
+            blob = blob[:tf.getmembers()[20].offset]
     else:
         blob = blob[: len(blob) // 2]
     bad = tmp_path / "bad.tar.gz"
