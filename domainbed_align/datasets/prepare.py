@@ -377,6 +377,9 @@ def prepare_dataset(dataset: str, data_dir: str, archives: Sequence[str] = (),
         if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
             raise ConfigError(f"--sha256 {key}={digest!r} is not a 64-digit hex sha256")
     given = _resolve_archives(dataset, list(archives))
+    both = sorted(set(given) & set(url_of))
+    if both:
+        raise ConfigError(f"{dataset}'s {both[0]} is given by --archive and by --url; keep one")
     data_dir = os.path.abspath(data_dir)
     _check_writable(data_dir)
     target = os.path.join(data_dir, layout.folder)
@@ -442,6 +445,10 @@ def prepare_dataset(dataset: str, data_dir: str, archives: Sequence[str] = (),
         for path in downloaded if not keep_downloads else []:
             os.unlink(path)
             print(f"removed the downloaded {path} (--keep_downloads keeps it)")
+        try:
+            os.rmdir(os.path.join(data_dir, ".downloads"))
+        except OSError:  # absent, or holds other files
+            pass
         per_domain = ", ".join(f"{d} {sum(c.values()):,}" for d, c in report.counts.items())
         print(f"prepared {target}: {report.total():,} images ({per_domain})")
         return target
