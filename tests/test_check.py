@@ -114,3 +114,19 @@ def test_empty_masks_of_terra_incognitas_empty_class_are_only_warnings(tmp_path,
     code, out, _ = run(capsys, "--dataset", "TerraIncognita", "--data_dir", data, "--mask_dir",
                        masks, "--expected_counts", '{"total": 40}')
     assert code == 0 and "warning: empty mask (4):" in out
+
+
+def test_no_decode_reads_headers_only(folders, capsys):
+    data, _ = folders
+    (data / "VLCS" / "Caltech101" / "bird" / "img00.jpg").write_bytes(b"")
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (64, 64), bytes(range(256)) * 48).save(buf, "JPEG")
+    cut = data / "VLCS" / "SUN09" / "car" / "img21.jpg"
+    cut.write_bytes(buf.getvalue()[:-500])  # header intact, pixels cut short
+    code, out, _ = run(capsys, "--dataset", "VLCS", "--data_dir", data, "--no_decode",
+                       "--expected_counts", COUNTS)
+    assert code == 1 and "zero-byte image (1)" in out and "unreadable" not in out
+    code, out, _ = run(capsys, "--dataset", "VLCS", "--data_dir", data, "--expected_counts", COUNTS)
+    assert "problem: unreadable image (1):\n  SUN09/car/img21.jpg" in out

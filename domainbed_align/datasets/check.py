@@ -188,8 +188,8 @@ def compare_counts(report: Report, layout: Layout, expected: Optional[dict]) -> 
                                    f"{key}/{cls} {have:,}, expected {n:,}{why}")
 
 
-def _open_image(path: str):
-    """(size, None) of a fully decoded image, or (None, reason)."""
+def _open_image(path: str, decode: bool = True):
+    """(size, None) of an image (fully decoded unless `decode` is false), or (None, reason)."""
     from PIL import Image
     try:
         if os.path.getsize(path) == 0:
@@ -197,7 +197,8 @@ def _open_image(path: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as im:
-                im.load()
+                if decode:
+                    im.load()
                 return im.size, None
     except Exception as e:  # PIL raises many types for a damaged file
         return None, f"{type(e).__name__}: {e}"
@@ -218,8 +219,9 @@ def _inspect_mask(path: str):
 
 
 def inspect_files(base: str, images: Dict[Tuple[str, str], List[str]], layout: Layout,
-                  report: Report, mask_dir: Optional[str] = None, workers: int = 4) -> None:
-    """Decode every image (and read every mask); adds file-level findings to `report`."""
+                  report: Report, mask_dir: Optional[str] = None, workers: int = 4,
+                  decode: bool = True) -> None:
+    """Decode every image (or read its header) and every mask; adds findings to `report`."""
     from domainbed_align.datasets.download import progress_bar
     rels = [f"{d}/{c}/{n}" for (d, c), names in sorted(images.items()) for n in names]
     masks_ok = mask_dir is not None and os.path.isdir(mask_dir)
@@ -227,7 +229,7 @@ def inspect_files(base: str, images: Dict[Tuple[str, str], List[str]], layout: L
         report.add("error", "missing mask folder", f"{mask_dir} does not exist")
 
     def one(rel):
-        size, reason = _open_image(os.path.join(base, rel))
+        size, reason = _open_image(os.path.join(base, rel), decode)
         mask = None
         if masks_ok:
             mpath = os.path.join(mask_dir, os.path.splitext(rel)[0] + ".png")
@@ -278,8 +280,7 @@ def check_folder(layout: Layout, data_dir: str, mask_dir: Optional[str] = None,
     images = scan_layout(base, layout, report)
     if report.counts:
         compare_counts(report, layout, expected)
-    if decode or mask_dir is not None:
-        inspect_files(base, images, layout, report, mask_dir, workers)
+    inspect_files(base, images, layout, report, mask_dir, workers, decode)
     return report
 
 
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask_dir", help="relevance-mask folder mirroring <Domain>/<class>/<stem>.png")
     p.add_argument("--expected_counts", help=f"enforce these counts: {EXPECTED_KEYS_HELP}")
     p.add_argument("--no_decode", action="store_true",
-                   help="skip decoding images (structure, counts and masks only)")
+                   help="read only image headers, not the pixels (much faster)")
     p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--limit", type=int, default=20, help="findings listed per kind (0 = all)")
     return p

@@ -538,6 +538,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("give --dataset NAME --data_dir D, or --weights ARCH")
     if a.dataset and not a.data_dir:
         p.error("--dataset needs --data_dir")
+    if a.out and not a.weights:
+        p.error("--out goes with --weights (datasets go to --data_dir)")
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if a.weights:
