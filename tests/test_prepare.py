@@ -182,7 +182,7 @@ def test_no_network_is_one_clear_line_and_no_folder(tmp_path):
     assert proc.stderr.startswith("error: cannot reach 127.0.0.1:")
     assert "--archive PATH" in proc.stderr
     assert_nothing_in_place(data)
-    assert not any((data / ".downloads").iterdir())
+    assert sorted(os.listdir(data)) == [".VLCS.lock"]
 
 
 def test_http_errors_and_web_pages_are_named(tmp_path, capsys):
@@ -313,3 +313,15 @@ def test_bad_usage_exits_2(tmp_path, capsys):
     code, _, err = run(capsys, "--dataset", "TerraIncognita", "--data_dir", tmp_path,
                        "--archive", img)
     assert code == 2 and "cannot tell which of TerraIncognita's sources" in err
+
+
+def test_an_archive_missing_a_class_fails_the_final_check(tmp_path, capsys):
+    members = {k: v for k, v in vlcs_members().items() if "/SUN09/dog/" not in k}
+    archive = tmp_path / "VLCS.tar.gz"
+    write_tar(archive, members)
+    code, _, err = run(capsys, "--dataset", "VLCS", "--data_dir", tmp_path / "d", "--archive",
+                       archive, "--expected_counts", VLCS_COUNTS)
+    assert code == 2 and err.count("\n") == 1
+    assert "fails the final check: missing class folder: SUN09/dog (and 2 more)" in err
+    assert "is the archive complete" in err
+    assert_nothing_in_place(tmp_path / "d")

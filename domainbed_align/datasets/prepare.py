@@ -55,11 +55,12 @@ SOURCES: Dict[str, Dict[str, Source]] = {
         "https://drive.usercontent.google.com/download?id=1skwblH1_okBwxWxmRsp9_qi15hyPpxg8"
         "&export=download&confirm=t", "VLCS.tar.gz", "images")},
     # Caltech Camera Traps ECCV'18 release on LILA (upstream's images; sizes as LILA serves them)
+    # (the small annotations first: a dead link shows before 6.5 GB are fetched)
     "TerraIncognita": {
-        "images": Source(f"{LILA}/eccv_18_all_images_sm.tar.gz", "eccv_18_all_images_sm.tar.gz",
-                         "images", size=6_492_615_601),
         "annotations": Source(f"{LILA}/eccv_18_annotations.tar.gz", "eccv_18_annotations.tar.gz",
                               "annotations", size=2_997_071),
+        "images": Source(f"{LILA}/eccv_18_all_images_sm.tar.gz", "eccv_18_all_images_sm.tar.gz",
+                         "images", size=6_492_615_601),
     },
 }
 TERRA_LOCATIONS = ("38", "43", "46", "100")
@@ -431,8 +432,11 @@ def prepare_dataset(dataset: str, data_dir: str, archives: Sequence[str] = (),
             if not report.ok:
                 kind, detail = report.problems[0]
                 more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+                counts_only = all(k == "image count differs" for k, _ in report.problems)
                 raise DataError(f"the built {dataset} fails the final check: {kind}: {detail}{more}; "
-                                f"nothing was put in place (--expected_counts accepts other counts)")
+                                f"nothing was put in place ("
+                                + ("--expected_counts accepts other counts)" if counts_only else
+                                   "is the archive complete and the right version?)"))
             manifest = {"dataset": dataset, "sources": used, "counts": report.counts,
                         "total": report.total(), "build": stats,
                         "prepared_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -445,14 +449,14 @@ def prepare_dataset(dataset: str, data_dir: str, archives: Sequence[str] = (),
         for path in downloaded if not keep_downloads else []:
             os.unlink(path)
             print(f"removed the downloaded {path} (--keep_downloads keeps it)")
-        try:
-            os.rmdir(os.path.join(data_dir, ".downloads"))
-        except OSError:  # absent, or holds other files
-            pass
         per_domain = ", ".join(f"{d} {sum(c.values()):,}" for d, c in report.counts.items())
         print(f"prepared {target}: {report.total():,} images ({per_domain})")
         return target
     finally:
+        try:
+            os.rmdir(os.path.join(data_dir, ".downloads"))
+        except OSError:  # absent, or holds archives or partial downloads
+            pass
         lock.close()
 
 
