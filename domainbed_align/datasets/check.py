@@ -126,7 +126,9 @@ def scan_layout(base: str, layout: Layout, report: Report) -> Dict[Tuple[str, st
     """Folder structure and per-class image lists; adds structural findings to `report`."""
     images: Dict[Tuple[str, str], List[str]] = {}
     if not os.path.isdir(base):
-        report.add("error", "missing data folder", f"{base} does not exist")
+        report.add("error", "missing data folder", f"{base} does not exist (--data_dir is the "
+                   f"folder that holds {layout.folder}/; prepare it with `python -m "
+                   f"domainbed_align.datasets.prepare --dataset {layout.name}`)")
         return images
     entries = _visible(os.scandir(base))
     for e in sorted(entries, key=lambda e: e.name):
