@@ -325,3 +325,14 @@ def test_an_archive_missing_a_class_fails_the_final_check(tmp_path, capsys):
     assert "fails the final check: missing class folder: SUN09/dog (and 2 more)" in err
     assert "is the archive complete" in err
     assert_nothing_in_place(tmp_path / "d")
+
+
+def test_a_complete_part_killed_before_its_rename_is_finished_by_a_416(tmp_path):
+    from domainbed_align.datasets.download import download
+    blob = os.urandom(10_000)
+    (tmp_path / "f.part").write_bytes(blob)
+    with RangeServer({"/f": blob}) as srv:
+        (tmp_path / "f.part.json").write_text(json.dumps({"url": srv.url("/f"), "validator": '"v1"'}))
+        download(srv.url("/f"), str(tmp_path / "f"))
+        assert srv.requests == [("/f", "bytes=10000-", '"v1"')]
+    assert (tmp_path / "f").read_bytes() == blob and not (tmp_path / "f.part").exists()
