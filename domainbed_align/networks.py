@@ -61,8 +61,9 @@ def _load_imagenet_weights(arch: str):
             raise ConfigError(
                 f"ImageNet weights for {arch} are not cached at {path} and could not be "
                 f"downloaded ({type(e).__name__}); on a machine with network run "
-                f"`python -c \"import torchvision; torchvision.models.{arch}(weights='IMAGENET1K_V1')\"` "
-                f"and copy that file there, or pass --hparams '{{\"pretrained\": false}}'") from e
+                f"`python -m domainbed_align.datasets.prepare --weights {arch} --out DIR` "
+                f"and copy DIR/{os.path.basename(path)} to {os.path.dirname(path)}/, or pass "
+                f"--hparams '{{\"pretrained\": false}}'") from e
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

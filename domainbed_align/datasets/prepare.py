@@ -1,0 +1,569 @@
+"""Prepare VLCS / TerraIncognita in DomainBed's layout, and fetch ImageNet backbone weights.
+
+    python -m domainbed_align.datasets.prepare --dataset VLCS --data_dir D
+    python -m domainbed_align.datasets.prepare --dataset TerraIncognita --data_dir D \\
+        [--archive eccv_18_all_images_sm.tar.gz --archive eccv_18_annotations.tar.gz]
+    python -m domainbed_align.datasets.prepare --weights resnet50 [--weights resnet18] [--out DIR]
+
+Each source archive is taken from --archive or downloaded (resumably) into
+`<data_dir>/.downloads/`, hashed (sha256 printed, and checked where known), then the dataset is
+built in `<data_dir>/.<folder>.partial`, checked (domain and class folders, image counts) and
+renamed to `<data_dir>/<folder>` only when complete. A killed or failed run never leaves a
+folder that looks complete; the same command again resumes the download and rebuilds.
+Errors are one `error: ...` line and exit 2 (an interrupt exits 130).
+"""
+import argparse
+import bz2
+import datetime
+import fcntl
+import gzip
+import json
+import lzma
+import os
+import re
+import shutil
+import signal
+import sys
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
+
+from domainbed_align.datasets.check import (Layout, Report, compare_counts, get_layout, is_image,
+                                            parse_expected, scan_layout)
+from domainbed_align.datasets.download import CHUNK, download, progress_bar, sha256_file
+from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError
+from domainbed_align.lib.misc import atomic_write_text
+
+@dataclass(frozen=True)
+class Source:
+    """One archive a dataset is built from. `sha256`/`size` are None where not established."""
+
+    url: str
+    filename: str
+    holds: str                  # "images" or "annotations": how an unnamed --archive is told apart
+    sha256: Optional[str] = None
+    size: Optional[int] = None
+
+
+LILA = "https://storage.googleapis.com/public-datasets-lila/caltechcameratraps"
+SOURCES: Dict[str, Dict[str, Source]] = {
+    # upstream DomainBed's download.py: gdown of Google Drive file 1skwblH1_okBwxWxmRsp9_qi15hyPpxg8
+    "VLCS": {"archive": Source(
+        "https://drive.usercontent.google.com/download?id=1skwblH1_okBwxWxmRsp9_qi15hyPpxg8"
+        "&export=download&confirm=t", "VLCS.tar.gz", "images")},
+    # Caltech Camera Traps ECCV'18 release on LILA (upstream's images; sizes as LILA serves them)
+    # (the small annotations first: a dead link shows before 6.5 GB are fetched)
+    "TerraIncognita": {
+        "annotations": Source(f"{LILA}/eccv_18_annotations.tar.gz", "eccv_18_annotations.tar.gz",
+                              "annotations", size=2_997_071),
+        "images": Source(f"{LILA}/eccv_18_all_images_sm.tar.gz", "eccv_18_all_images_sm.tar.gz",
+                         "images", size=6_492_615_601),
+    },
+}
+TERRA_LOCATIONS = ("38", "43", "46", "100")
+MANIFEST = ".prepare.json"
+_COMPRESSIONS = ((b"\x1f\x8b", lambda f: gzip.GzipFile(fileobj=f, mode="rb")),
+                 (b"BZh", lambda f: bz2.BZ2File(f, "rb")),
+                 (b"\xfd7zXZ\x00", lambda f: lzma.LZMAFile(f, "rb")))
+_ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, zipfile.BadZipFile, lzma.LZMAError,
+                   OSError)
+
+
+def _unreadable(path: str, e: BaseException) -> DataError:
+    return DataError(f"archive {path} is corrupt, truncated or not a .tar/.tar.gz/.zip "
+                     f"({type(e).__name__}: {e}); delete it and download or copy it again")
+
+
+# -- archives ------------------------------------------------------------------------------------
+
+class _CountingReader:
+    """File wrapper that advances a progress bar by the compressed bytes tarfile reads."""
+
+    def __init__(self, raw, bar):
+        self.raw, self.bar = raw, bar
+
+    def read(self, n=-1):
+        block = self.raw.read(n)
+        self.bar.update(len(block))
+        return block
+
+
+class Member:
+    """One regular file of an archive, readable once while the iteration stands on it."""
+
+    def __init__(self, name: str, opener, archive: str):
+        self.name, self._opener, self.archive = name.replace("\\", "/"), opener, archive
+
+    def read(self) -> bytes:
+        try:
+            with self._opener() as f:
+                return f.read()
+        except _ARCHIVE_ERRORS as e:
+            raise _unreadable(self.archive, e) from None
+
+    def copy_to(self, dests: Sequence[str]) -> None:
+        """Write the member to every path in `dests` (one read of the archive)."""
+        outs = []
+        try:
+            for d in dests:
+                os.makedirs(os.path.dirname(d), exist_ok=True)
+                outs.append(open(d, "wb"))
+            try:
+                src = self._opener()
+            except _ARCHIVE_ERRORS as e:
+                raise _unreadable(self.archive, e) from None
+            with src:
+                while True:
+                    try:
+                        block = src.read(CHUNK)
+                    except _ARCHIVE_ERRORS as e:
+                        raise _unreadable(self.archive, e) from None
+                    if not block:
+                        break
+                    for out in outs:
+                        out.write(block)
+        except OSError as e:
+            raise DataError(f"cannot write {dests[0]} ({e.strerror or e}); free some space or "
+                            f"pick another --data_dir") from None
+        finally:
+            for out in outs:
+                out.close()
+
+
+def iter_members(path: str, desc: str) -> Iterator[Member]:
+    """Regular files of a .zip or (compressed) .tar in archive order, streamed in one pass."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                infos = [i for i in zf.infolist() if not i.is_dir()]
+                with progress_bar(sum(i.compress_size for i in infos), desc) as bar:
+                    for info in infos:
+                        yield Member(info.filename, lambda info=info: zf.open(info), path)
+                        bar.update(info.compress_size)
+        else:
+            with open(path, "rb") as raw, progress_bar(os.path.getsize(path), desc) as bar:
+                head = raw.read(6)
+                raw.seek(0)
+                decompress = next((cls for magic, cls in _COMPRESSIONS if head.startswith(magic)),
+                                  None)
+                stream = _CountingReader(raw, bar)
+                if decompress is not None:
+                    stream = decompress(stream)
+                with tarfile.open(fileobj=stream, mode="r|") as tf:
+                    for m in tf:
+                        if m.isfile():
+                            yield Member(m.name, lambda m=m: tf.extractfile(m), path)
+                    end = tf.offset
+                # tarfile takes an early end of input for the end of the archive: make the
+                # decompressor reach its end-of-stream marker (EOFError if cut short), and a
+                # plain tar show its two zero end blocks
+                if decompress is not None:
+                    while stream.read(CHUNK):
+                        pass
+                elif os.path.getsize(path) < end + 1024:
+                    raise EOFError("the tar ends without its end-of-archive blocks")
+    except _ARCHIVE_ERRORS as e:
+        raise _unreadable(path, e) from None
+
+
+def _first_file(path: str) -> str:
+    for m in iter_members(path, "peeking"):
+        if not os.path.basename(m.name).startswith("."):
+            return m.name
+    return ""
+
+
+# -- builders ------------------------------------------------------------------------------------
+
+def build_vlcs(archives: Dict[str, str], tmp: str, layout: Layout) -> dict:
+    """Copy `<...>/<Domain>/<class>/<image>` members of the archive into `tmp/<Domain>/<class>/`."""
+    archive = archives["archive"]
+    domains, classes = set(layout.domains), set(layout.classes)
+    copied = skipped = 0
+    first, unexpected = "", []
+    for m in iter_members(archive, "building VLCS"):
+        parts = [p for p in m.name.split("/") if p not in ("", ".")]
+        name = parts[-1] if parts else ""
+        if name.startswith(".") or not is_image(name):
+            skipped += 1
+            continue
+        first = first or m.name
+        at = [i for i, p in enumerate(parts[:-1]) if p in domains]
+        if not at:
+            skipped += 1
+            if not copied and skipped >= 200:
+                break  # 200 images and none in a VLCS domain folder: another dataset
+            continue
+        domain, rest = parts[at[-1]], parts[at[-1] + 1:]
+        if len(rest) != 2 or rest[0] not in classes or ".." in rest:
+            unexpected.append(m.name)
+            continue
+        m.copy_to([os.path.join(tmp, domain, rest[0], rest[1])])
+        copied += 1
+    if not copied:
+        raise DataError(f"{archive} does not look like DomainBed's VLCS archive: no image lies "
+                        f"in <Domain>/<class>/ with domains {', '.join(layout.domains)} "
+                        f"(first image: {first or 'none'})")
+    if unexpected:
+        raise DataError(f"{archive} has {len(unexpected)} images outside VLCS's "
+                        f"<Domain>/<class>/ folders (first: {unexpected[0]}); is it another "
+                        f"dataset or version?")
+    return {"images": copied, "skipped_files": skipped}
+
+
+def read_camera_trap_annotations(path: str) -> Dict[str, Set[Tuple[str, str]]]:
+    """file_name -> {(location, class)} under upstream's rule, in one pass over annotations.
+
+    Upstream keeps images at locations 38, 43, 46, 100 and copies each into the folder of every
+    one of its annotations whose category is among the 10 classes (an image annotated with two
+    kept classes lands in both). Several JSON files (the ECCV'18 splits) are merged.
+    """
+    classes = set(get_layout("TerraIncognita").classes)
+    categories: Dict[object, str] = {}
+    kept: Dict[object, Tuple[str, str]] = {}
+    pairs: List[Tuple[object, object]] = []
+    n_json = 0
+    for m in iter_members(path, "reading annotations"):
+        if not m.name.lower().endswith(".json") or os.path.basename(m.name).startswith("."):
+            continue
+        try:
+            doc = json.loads(m.read())
+        except ValueError as e:
+            raise DataError(f"{m.name} in {path} is not valid JSON ({e}); the archive is "
+                            f"damaged: download or copy it again") from None
+        if not (isinstance(doc, dict) and {"images", "annotations", "categories"} <= doc.keys()):
+            continue
+        n_json += 1
+        try:
+            categories.update((c["id"], c["name"]) for c in doc["categories"])
+            kept.update((im["id"], (str(im["location"]), im["file_name"]))
+                        for im in doc["images"] if str(im.get("location")) in TERRA_LOCATIONS)
+            pairs.extend((a["image_id"], a["category_id"]) for a in doc["annotations"])
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{m.name} in {path} is not in the camera-trap format (missing "
+                            f"{e}); is it the Caltech Camera Traps annotation file?") from None
+    if not n_json:
+        raise DataError(f"{path} holds no camera-trap annotation JSON (with images, annotations "
+                        f"and categories); is it eccv_18_annotations.tar.gz?")
+    targets: Dict[str, Set[Tuple[str, str]]] = {}
+    for image_id, category_id in pairs:
+        image, cls = kept.get(image_id), categories.get(category_id)
+        if image is not None and cls in classes:
+            targets.setdefault(image[1], set()).add((image[0], cls))
+    if not targets:
+        raise DataError(f"the annotations in {path} name no image of the 10 classes at locations "
+                        f"{', '.join(TERRA_LOCATIONS)}; is it the Caltech Camera Traps release?")
+    return targets
+
+
+def build_terra_incognita(archives: Dict[str, str], tmp: str, layout: Layout) -> dict:
+    """Stream the image archive once, copying each annotated image to location_<id>/<class>/."""
+    targets = read_camera_trap_annotations(archives["annotations"])
+    found: Set[str] = set()
+    first = ""
+    for m in iter_members(archives["images"], "building TerraIncognita"):
+        parts = m.name.split("/")
+        first = first or m.name
+        key = next(("/".join(parts[i:]) for i in range(len(parts))
+                    if "/".join(parts[i:]) in targets), None)
+        if key is None or key in found:
+            continue
+        name = os.path.basename(key)
+        m.copy_to([os.path.join(tmp, f"location_{loc}", cls, name)
+                   for loc, cls in sorted(targets[key])])
+        found.add(key)
+    if not found:
+        raise DataError(f"{archives['images']} holds none of the {len(targets):,} images the "
+                        f"annotations name (first file: {first or 'none'}); is it "
+                        f"eccv_18_all_images_sm.tar.gz?")
+    missing = sorted(set(targets) - found)
+    if missing:
+        raise DataError(f"{archives['images']} lacks {len(missing):,} of the {len(targets):,} "
+                        f"images the annotations name (first: {missing[0]}); is the archive "
+                        f"complete?")
+    return {"images": len(found), "copies": sum(len(targets[k]) for k in found),
+            "multi_class_images": sum(len(targets[k]) > 1 for k in found)}
+
+
+BUILDERS = {"VLCS": build_vlcs, "TerraIncognita": build_terra_incognita}
+
+
+# -- the prepare command -------------------------------------------------------------------------
+
+def _named(values: List[str], sources: Dict[str, Source], flag: str, dataset: str,
+           allow_unnamed: bool = False) -> Tuple[Dict[str, str], List[str]]:
+    """`[NAME=]VALUE` options -> ({name: value}, unnamed values)."""
+    named: Dict[str, str] = {}
+    unnamed: List[str] = []
+    for v in values:
+        name, sep, rest = v.partition("=")
+        if sep and name in sources:
+            key, value = name, rest
+        elif len(sources) == 1:
+            key, value = next(iter(sources)), v
+        elif allow_unnamed:
+            unnamed.append(v)
+            continue
+        else:
+            raise ConfigError(f"{flag} {v!r}: {dataset} has several sources "
+                              f"({', '.join(sources)}); write {flag} NAME=VALUE")
+        if key in named:
+            raise ConfigError(f"{flag} given twice for {dataset}'s {key}")
+        named[key] = value
+    return named, unnamed
+
+
+def _resolve_archives(dataset: str, values: List[str]) -> Dict[str, str]:
+    sources = SOURCES[dataset]
+    named, unnamed = _named(values, sources, "--archive", dataset, allow_unnamed=True)
+    for path in unnamed:  # tell them apart by their first file
+        first = _first_file(path) if os.path.isfile(path) else ""
+        holds = "annotations" if first.lower().endswith(".json") else \
+            "images" if is_image(first) else None
+        key = next((k for k, s in sources.items() if s.holds == holds), None)
+        if key is None or key in named:
+            raise ConfigError(f"cannot tell which of {dataset}'s sources --archive {path} is "
+                              f"(first file: {first or 'none'}); write --archive NAME=PATH with "
+                              f"NAME in {', '.join(sources)}")
+        named[key] = path
+    for key, path in named.items():
+        if not os.path.isfile(path):
+            raise DataError(f"--archive {path} does not exist or is not a file")
+    return named
+
+
+def _check_writable(data_dir: str) -> None:
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=data_dir, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise DataError(f"cannot write to --data_dir {data_dir} ({e.strerror or e}); pick a "
+                        f"folder you can write to") from None
+
+
+def _lock(path: str):
+    f = open(path, "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise DataError(f"another prepare is running on {os.path.dirname(path)} (lock "
+                        f"{path}); wait for it to finish") from None
+    return f
+
+
+def _final_check(folder: str, layout: Layout, expected: Optional[dict]) -> Report:
+    report = Report(folder)
+    scan_layout(folder, layout, report)
+    if report.counts:
+        compare_counts(report, layout, expected)
+    return report
+
+
+def prepare_dataset(dataset: str, data_dir: str, archives: Sequence[str] = (),
+                    urls: Sequence[str] = (), sha256s: Sequence[str] = (),
+                    expected: Optional[dict] = None, keep_downloads: bool = False,
+                    timeout: float = 30.0) -> str:
+    """Build `<data_dir>/<folder>`; returns its path. Raises DomainBedAlignError subclasses."""
+    layout = get_layout(dataset)
+    sources = SOURCES[dataset]
+    url_of, _ = _named(list(urls), sources, "--url", dataset)
+    sha_of, _ = _named(list(sha256s), sources, "--sha256", dataset)
+    for key, digest in sha_of.items():
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise ConfigError(f"--sha256 {key}={digest!r} is not a 64-digit hex sha256")
+    given = _resolve_archives(dataset, list(archives))
+    both = sorted(set(given) & set(url_of))
+    if both:
+        raise ConfigError(f"{dataset}'s {both[0]} is given by --archive and by --url; keep one")
+    data_dir = os.path.abspath(data_dir)
+    _check_writable(data_dir)
+    target = os.path.join(data_dir, layout.folder)
+    lock = _lock(os.path.join(data_dir, f".{layout.folder}.lock"))
+    try:
+        if os.path.exists(target):
+            report = _final_check(target, layout, expected)
+            if not report.ok:
+                kind, detail = report.problems[0]
+                raise DataError(f"{target} already exists but fails the check ({kind}: {detail}); "
+                                f"see `python -m domainbed_align.datasets.check --dataset "
+                                f"{dataset} --data_dir {data_dir}`, move it away and run again")
+            print(f"{target} already prepared ({report.total():,} images); nothing to do")
+            return target
+        paths, downloaded, used = {}, [], {}
+        for key, src in sources.items():
+            if key in given:
+                paths[key] = given[key]
+                used[key] = {"archive": os.path.abspath(given[key])}
+                continue
+            url = url_of.get(key, src.url)
+            downloads = os.path.join(data_dir, ".downloads")
+            os.makedirs(downloads, exist_ok=True)
+            print(f"downloading {key}: {url}", flush=True)
+            paths[key] = download(url, os.path.join(downloads, src.filename), timeout=timeout)
+            downloaded.append(paths[key])
+            used[key] = {"url": url}
+        for key, path in paths.items():
+            size = os.path.getsize(path)
+            digest = sha256_file(path, f"sha256 {os.path.basename(path)}")
+            want = (sha_of.get(key) or sources[key].sha256 or "").lower()
+            if want and digest != want:
+                raise DataError(f"{path} has sha256 {digest}, expected {want}; the file is "
+                                f"damaged or another version: delete it and fetch it again")
+            print(f"sha256 {digest}  {path} ({size:,} bytes"
+                  f"{', verified' if want else ', no published checksum to compare'})", flush=True)
+            if sources[key].size and size != sources[key].size:
+                print(f"warning: {path} has {size:,} bytes, the {sources[key].filename} we know "
+                      f"has {sources[key].size:,}", file=sys.stderr)
+            used[key].update(sha256=digest, bytes=size)
+        tmp = os.path.join(data_dir, f".{layout.folder}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
+        os.makedirs(tmp)
+        try:
+            stats = BUILDERS[dataset](paths, tmp, layout)
+            report = _final_check(tmp, layout, expected)
+            for kind, detail in report.warnings:
+                print(f"warning: {kind}: {detail}", file=sys.stderr)
+            if not report.ok:
+                kind, detail = report.problems[0]
+                more = f" (and {len(report.problems) - 1} more)" if len(report.problems) > 1 else ""
+                counts_only = all(k == "image count differs" for k, _ in report.problems)
+                raise DataError(f"the built {dataset} fails the final check: {kind}: {detail}{more}; "
+                                f"nothing was put in place ("
+                                + ("--expected_counts accepts other counts)" if counts_only else
+                                   "is the archive complete and the right version?)"))
+            manifest = {"dataset": dataset, "sources": used, "counts": report.counts,
+                        "total": report.total(), "build": stats,
+                        "prepared_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                            timespec="seconds")}
+            atomic_write_text(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1) + "\n")
+            os.rename(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for path in downloaded if not keep_downloads else []:
+            os.unlink(path)
+            print(f"removed the downloaded {path} (--keep_downloads keeps it)")
+        per_domain = ", ".join(f"{d} {sum(c.values()):,}" for d, c in report.counts.items())
+        print(f"prepared {target}: {report.total():,} images ({per_domain})")
+        return target
+    finally:
+        try:
+            os.rmdir(os.path.join(data_dir, ".downloads"))
+        except OSError:  # absent, or holds archives or partial downloads
+            pass
+        lock.close()
+
+
+# -- backbone weights ----------------------------------------------------------------------------
+
+def weights_url(arch: str) -> str:
+    import torchvision
+    from domainbed_align.networks import _RESNET_WEIGHTS
+    if arch not in _RESNET_WEIGHTS:
+        raise ConfigError(f"--weights {arch!r}: known are {', '.join(_RESNET_WEIGHTS)}")
+    return getattr(torchvision.models, _RESNET_WEIGHTS[arch]).IMAGENET1K_V1.url
+
+
+def fetch_weights(archs: Sequence[str], out: Optional[str] = None,
+                  timeout: float = 30.0) -> List[str]:
+    """Torchvision ImageNet weights into the torch hub cache (or `out`), hash-checked."""
+    import torch
+    cache = os.path.join(torch.hub.get_dir(), "checkpoints")
+    folder = os.path.abspath(out or cache)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"cannot create {folder} ({e.strerror or e}); pick another --out") from None
+    written = []
+    for arch in dict.fromkeys(archs):
+        url = weights_url(arch)
+        dest = os.path.join(folder, os.path.basename(url))
+        prefix = re.search(r"-([0-9a-f]{6,})\.", os.path.basename(url))
+        for attempt in (0, 1):
+            fresh = not os.path.exists(dest)
+            if fresh:
+                print(f"downloading {arch}: {url}", flush=True)
+                download(url, dest, timeout=timeout)
+            digest = sha256_file(dest, f"sha256 {os.path.basename(dest)}")
+            if prefix is None or digest.startswith(prefix.group(1)):
+                break
+            os.unlink(dest)  # torch.hub rejects it too; a cached copy gets one fresh download
+            if fresh or attempt:
+                raise DataError(f"{dest} has sha256 {digest[:16]}..., torchvision expects "
+                                f"{prefix.group(1)}...; removed it: run again")
+        print(f"{arch}: {dest} (sha256 {digest})")
+        written.append(dest)
+    if out:
+        print(f"copy {'these files' if len(written) > 1 else 'this file'} into "
+              f"$TORCH_HOME/hub/checkpoints/ on the machine that trains (here that is {cache})")
+    return written
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m domainbed_align.datasets.prepare",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", help="VLCS or TerraIncognita")
+    p.add_argument("--data_dir", help="folder that receives <data_dir>/VLCS or terra_incognita")
+    p.add_argument("--archive", action="append", default=[], metavar="[NAME=]PATH",
+                   help="use an archive you have instead of downloading (TerraIncognita: images "
+                        "and annotations; told apart by content, or named images=/annotations=)")
+    p.add_argument("--url", action="append", default=[], metavar="[NAME=]URL",
+                   help="download from this mirror instead")
+    p.add_argument("--sha256", action="append", default=[], metavar="[NAME=]HEX",
+                   help="require this sha256 of the archive")
+    p.add_argument("--expected_counts", help="enforce these image counts instead of upstream's "
+                                             "(JSON or a file; see check --help)")
+    p.add_argument("--keep_downloads", action="store_true",
+                   help="keep downloaded archives in <data_dir>/.downloads after success")
+    p.add_argument("--timeout", type=float, default=30.0, help="network timeout in seconds")
+    p.add_argument("--weights", action="append", default=[], metavar="ARCH",
+                   help="fetch torchvision ImageNet weights (resnet50, resnet18)")
+    p.add_argument("--out", help="with --weights: write the files here, not the torch hub cache")
+    return p
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    if not a.dataset and not a.weights:
+        p.error("give --dataset NAME --data_dir D, or --weights ARCH")
+    if a.dataset and not a.data_dir:
+        p.error("--dataset needs --data_dir")
+    if a.out and not a.weights:
+        p.error("--out goes with --weights (datasets go to --data_dir)")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if a.weights:
+            fetch_weights(a.weights, a.out, a.timeout)
+        if a.dataset:
+            layout = get_layout(a.dataset)
+            prepare_dataset(a.dataset, a.data_dir, a.archive, a.url, a.sha256,
+                            parse_expected(a.expected_counts, layout), a.keep_downloads,
+                            a.timeout)
+        return 0
+    except DomainBedAlignError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was put in place; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
