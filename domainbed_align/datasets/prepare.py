@@ -2,7 +2,7 @@
 
     python -m domainbed_align.datasets.prepare --dataset VLCS --data_dir D
     python -m domainbed_align.datasets.prepare --dataset TerraIncognita --data_dir D \\
-        [--archive eccv_18_all_images_sm.tar.gz --archive eccv_18_annotations.tar.gz]
+        [--archive eccv_18_all_images_sm.tar.gz --archive caltech_camera_traps.json.zip]
     python -m domainbed_align.datasets.prepare --weights resnet50 [--weights resnet18] [--out DIR]
 
 Each source archive is taken from --archive or downloaded (resumably) into
@@ -54,11 +54,13 @@ SOURCES: Dict[str, Dict[str, Source]] = {
     "VLCS": {"archive": Source(
         "https://drive.usercontent.google.com/download?id=1skwblH1_okBwxWxmRsp9_qi15hyPpxg8"
         "&export=download&confirm=t", "VLCS.tar.gz", "images")},
-    # Caltech Camera Traps ECCV'18 release on LILA (upstream's images; sizes as LILA serves them)
-    # (the small annotations first: a dead link shows before 6.5 GB are fetched)
+    # Caltech Camera Traps on LILA, as upstream's download.py: the ECCV'18 images and the full
+    # CCT annotation file (caltech_images_20210113.json inside; ECCV'18's own
+    # eccv_18_annotations.tar.gz works with --archive too). The small annotations go first: a
+    # dead link shows before 6.5 GB are fetched.
     "TerraIncognita": {
-        "annotations": Source(f"{LILA}/eccv_18_annotations.tar.gz", "eccv_18_annotations.tar.gz",
-                              "annotations", size=2_997_071),
+        "annotations": Source(f"{LILA}/labels/caltech_camera_traps.json.zip",
+                              "caltech_camera_traps.json.zip", "annotations"),
         "images": Source(f"{LILA}/eccv_18_all_images_sm.tar.gz", "eccv_18_all_images_sm.tar.gz",
                          "images", size=6_492_615_601),
     },
@@ -247,7 +249,7 @@ def read_camera_trap_annotations(path: str) -> Dict[str, Set[Tuple[str, str]]]:
                             f"{e}); is it the Caltech Camera Traps annotation file?") from None
     if not n_json:
         raise DataError(f"{path} holds no camera-trap annotation JSON (with images, annotations "
-                        f"and categories); is it eccv_18_annotations.tar.gz?")
+                        f"and categories); is it caltech_camera_traps.json.zip?")
     targets: Dict[str, Set[Tuple[str, str]]] = {}
     for image_id, category_id in pairs:
         image, cls = kept.get(image_id), categories.get(category_id)
