@@ -334,12 +334,30 @@ def slurm_launcher(jobs: List[TrainJob], options: LaunchOptions) -> None:
     if not jobs:
         return
     executor = slurm_executor(options)
-    submitted = executor.submit_array(jobs)
-    for job, sub in zip(jobs, submitted):
-        atomic_write_text(os.path.join(job.output_dir, SLURM_ID_FILE), f"{sub.job_id}\n")
-    array_id = submitted[0].job_id.split("_")[0]
-    print(f"Submitted {len(submitted)} job(s) as SLURM array {array_id}; logs in "
-          f"{os.path.join(options.sweep_dir, SUBMITIT_DIR)}")
+    chunk = max_array_size() or len(jobs)  # a cluster caps array size: split only then
+    arrays = []
+    for start in range(0, len(jobs), chunk):
+        part = jobs[start:start + chunk]
+        submitted = executor.submit_array(part)
+        for job, sub in zip(part, submitted):
+            atomic_write_text(os.path.join(job.output_dir, SLURM_ID_FILE), f"{sub.job_id}\n")
+        arrays.append(submitted[0].job_id.split("_")[0])
+    print(f"Submitted {len(jobs)} job(s) as SLURM array{'s' if len(arrays) > 1 else ''} "
+          f"{', '.join(arrays)}; logs in {os.path.join(options.sweep_dir, SUBMITIT_DIR)}")
+
+
+def max_array_size() -> Optional[int]:
+    """The cluster's MaxArraySize (array indices must stay below it), or None if unknown."""
+    try:
+        proc = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return max(1, int(value.strip()))
+    return None
 
 
 def _run_job_main(argv: Sequence[str]) -> int:

@@ -116,19 +116,24 @@ def test_env_lists(n_envs: int, task: str, single_test_envs: bool) -> List[List[
     return out
 
 
+def tasks(cfg: dict) -> List[str]:
+    return [cfg["task"]] if isinstance(cfg["task"], str) else list(cfg["task"])
+
+
 def make_args_list(cfg: dict) -> List[dict]:
-    """DomainBed's nesting: trial_seed -> dataset -> algorithm -> test_envs -> hparams_seed."""
+    """DomainBed's nesting: trial_seed -> dataset -> algorithm -> test_envs -> hparams_seed
+    (with several tasks, each algorithm's test_envs of the first task, then the next)."""
     args_list = []
     for trial_seed in range(cfg["n_trials"]):
         for dataset in cfg["datasets"]:
-            for algorithm in cfg["algorithms"]:
-                for test_envs in test_env_lists(n_environments(dataset), cfg["task"],
+            for algorithm, task in ((a, t) for a in cfg["algorithms"] for t in tasks(cfg)):
+                for test_envs in test_env_lists(n_environments(dataset), task,
                                                 cfg["single_test_envs"]):
                     for hparams_seed in range(cfg["n_hparams_from"], cfg["n_hparams"]):
                         args = {"dataset": dataset, "algorithm": algorithm, "test_envs": test_envs,
                                 "holdout_fraction": cfg["holdout_fraction"],
                                 "hparams_seed": hparams_seed, "data_dir": cfg["data_dir"],
-                                "task": cfg["task"], "trial_seed": trial_seed,
+                                "task": task, "trial_seed": trial_seed,
                                 "seed": seed_hash(dataset, algorithm, test_envs, hparams_seed,
                                                   trial_seed)}
                         # upstream's optional keys, then ours: only when set
@@ -285,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "sweeps/vlcs_paper.json; flags win over it")
     p.add_argument("--datasets", nargs="+", type=str)
     p.add_argument("--algorithms", nargs="+", type=str)
-    p.add_argument("--task", type=str, choices=TASKS)
+    p.add_argument("--task", type=str, nargs="+", choices=TASKS,
+                   help="domain_generalization (default: leave-one-domain-out) and/or "
+                        "single_source (train on one domain, test on the others)")
     p.add_argument("--n_hparams_from", type=int)
     p.add_argument("--n_hparams", type=int)
     p.add_argument("--output_dir", type=str, help="sweep folder (default ./sweep_output)")

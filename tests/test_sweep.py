@@ -253,3 +253,21 @@ def test_delete_incomplete_keeps_done_and_running(tmp_path, capsys):
     rc, text, _ = _main(capsys, "delete_all", *argv)
     assert [d.exists() for d in dirs] == [False, True, False]
     assert "Leaving 1 running or pending job(s) alone" in text
+
+
+def test_paper_sweeps_have_domainbeds_budget_for_both_protocols(tmp_path, capsys):
+    for name, n_envs in (("vlcs_paper.json", 4), ("terra_paper.json", 4)):
+        rc, out, _ = _main(capsys, "status", "--config", name, "--output_dir", tmp_path / name)
+        per_alg = (n_envs + n_envs * (n_envs - 1) // 2 + n_envs) * 20 * 3   # pairs + single source
+        assert rc == 0 and out.strip().splitlines()[-1].startswith(f"{7 * per_alg} jobs: 0 done")
+        cfg = json.load(open(os.path.join(sweep.SWEEPS_DIR, name)))
+        assert cfg["algorithms"] == ["ERM", "SGT", "DRE", "GRADIA", "RES", "CARE", "ALIGN"]
+        assert cfg["command_launcher"] == "slurm" and cfg["gpus_per_job"] == 1
+
+
+def test_two_tasks_in_one_sweep_keep_each_jobs_identity():
+    both = sweep.make_args_list(_cfg(task=["domain_generalization", "single_source"], n_trials=1,
+                                     n_hparams=1, single_test_envs=True))
+    dg = sweep.make_args_list(_cfg(n_trials=1, n_hparams=1, single_test_envs=True))
+    ss = sweep.make_args_list(_cfg(task="single_source", n_trials=1, n_hparams=1))
+    assert both == dg + ss
