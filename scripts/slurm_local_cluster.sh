@@ -34,6 +34,9 @@ munge -n | unmunge >/dev/null
 
 cpus=$(nproc)
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512 ))
+# AuthInfo cred_expire: a requeued job may start again only cred_expire+1 s later (default 120);
+# 10 keeps the pre-emption tests short. DefMemPerCPU: without it every job asks for the whole
+# node's memory and the jobs of an array run one at a time.
 conf=/etc/slurm/slurm.conf
 new=$(mktemp)
 cat > "$new" <<CONF
@@ -42,6 +45,7 @@ SlurmctldHost=$host
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres

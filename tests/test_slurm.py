@@ -12,7 +12,7 @@ import pytest
 
 from domainbed_align import launchers, sweep
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 if shutil.which("sbatch") is None:
     if os.environ.get("REQUIRE_SLURM") == "1":
