@@ -340,7 +340,8 @@ def slurm_launcher(jobs: List[TrainJob], options: LaunchOptions) -> None:
         part = jobs[start:start + chunk]
         submitted = executor.submit_array(part)
         for job, sub in zip(part, submitted):
-            atomic_write_text(os.path.join(job.output_dir, SLURM_ID_FILE), f"{sub.job_id}\n")
+            atomic_write_text(os.path.join(job.output_dir, SLURM_ID_FILE), f"{sub.job_id}\n",
+                              fsync=False)
         arrays.append(submitted[0].job_id.split("_")[0])
     print(f"Submitted {len(jobs)} job(s) as SLURM array{'s' if len(arrays) > 1 else ''} "
           f"{', '.join(arrays)}; logs in {os.path.join(options.sweep_dir, SUBMITIT_DIR)}")

@@ -80,7 +80,13 @@ chmod 644 "$conf"
 echo "CgroupPlugin=cgroup/v1" > /etc/slurm/cgroup.conf   # `disabled` does not exist in 22.05
 
 running() { pgrep -x "$1" >/dev/null; }
-if [ "$changed" = 1 ] && running slurmctld; then scontrol reconfigure || true; fi
+if [ "$changed" = 1 ] && running slurmctld && ! scontrol reconfigure 2>/dev/null; then
+  # some changes (node lines) need the daemons restarted
+  for pidfile in "$state/slurmd.pid" "$state/slurmctld.pid"; do
+    [ -s "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+  for _ in $(seq 50); do running slurmctld || running slurmd || break; sleep 0.2; done
+fi
 running slurmctld || slurmctld
 running slurmd || slurmd
 
