@@ -168,15 +168,17 @@ def local_launcher(jobs: List[TrainJob], options: LaunchOptions) -> None:
         _run_in_processes(jobs, [{"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
                                  for _ in range(options.local_workers)])
         return
+    from domainbed_align.train import Preempted
     n_failed = 0
     for k, job in enumerate(jobs):
         print(f"[{k + 1}/{len(jobs)}] {job.output_dir}", flush=True)
         try:
             with _running_marker(job.output_dir):
                 job(handle_signals=True)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as e:  # noqa: BLE001 - one job's failure must not stop the sweep
+        except Preempted as e:  # SIGTERM/SIGUSR2 stop the sweep, not just this job
+            print(f"sweep stopped after {k} of {len(jobs)} job(s): {e}", file=sys.stderr)
+            sys.exit(128 + e.signum)
+        except Exception as e:  # noqa: BLE001 - one job's failure must not stop the sweep
             n_failed += 1
             print(f"job failed: {job.output_dir}: {_last_line(e)}", file=sys.stderr, flush=True)
     if n_failed:

@@ -258,8 +258,9 @@ class Trainer:
         path = os.path.join(self.config.output_dir, CHECKPOINT_FILE)
         if not os.path.exists(path):
             return None
-        try:  # weights_only: a tampered file on a shared disk cannot run code
-            state = torch.load(path, map_location=self.device, weights_only=True)
+        try:  # weights_only: a tampered file on a shared disk cannot run code. CPU: the RNG
+            # states must stay CPU tensors; load_state_dict copies weights to the device
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise DataError(f"cannot read {path} ({type(e).__name__}); it is not a checkpoint of "
                             f"this version: delete it to restart the run from step 0") from e

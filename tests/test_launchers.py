@@ -1,5 +1,6 @@
 """Launchers: local (in-process and worker processes) on Debug28, and the SLURM launcher against a
 fake sbatch (one call per launch, the script snapshotted). The real cluster: test_slurm.py."""
+import json
 import os
 import re
 import sys
@@ -80,3 +81,28 @@ def test_slurm_job_callable_is_checkpointable():
     assert isinstance(resubmission.function, launchers.TrainJob)
     assert resubmission.function.train_args == job.train_args
     assert resubmission.function is not job  # a fresh callable: the state is the trainer's checkpoint
+
+
+def test_multi_gpu_gives_each_gpu_its_own_worker(monkeypatch):
+    """One slot per visible GPU; each job a fresh process with an argv list and its GPU."""
+    import threading
+    seen, lock = [], threading.Lock()
+
+    class Done:
+        returncode = 0
+
+    def fake_run(argv, env, **kwargs):
+        with lock:
+            seen.append((argv, env["CUDA_VISIBLE_DEVICES"], threading.get_ident()))
+        return Done()
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    monkeypatch.setattr(launchers.subprocess, "run", fake_run)
+    jobs = [launchers.TrainJob({"dataset": "Debug28", "test_envs": [i], "output_dir": f"/x/{i}",
+                                "hparams": '{"lr": 0.1}'}) for i in range(5)]
+    launchers.multi_gpu_launcher(jobs, launchers.LaunchOptions())
+    assert sorted(json.loads(a[-1])["output_dir"] for a, _, _ in seen) == [f"/x/{i}" for i in range(5)]
+    assert all(a[:4] == [sys.executable, "-m", "domainbed_align.launchers", "run-job"] for a, _, _ in seen)
+    gpu_of_thread = {t: g for _, g, t in seen}
+    assert set(g for _, g, _ in seen) <= {"3", "5"} and len(gpu_of_thread) <= 2
+    assert all(gpu_of_thread[t] == g for _, g, t in seen)  # a worker keeps its GPU
