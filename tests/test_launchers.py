@@ -5,6 +5,8 @@ import os
 import re
 import sys
 
+import pytest
+
 from domainbed_align import launchers, sweep
 
 GOLDEN_SBATCH = os.path.join(os.path.dirname(__file__), "data", "sbatch_array.golden.sh")
@@ -38,6 +40,7 @@ def _dirs(out):
     return [os.path.join(out, n) for n in os.listdir(out) if not n.startswith("_")]
 
 
+@pytest.mark.slow
 def test_local_workers_run_in_processes(tmp_path, capsys):
     out = tmp_path / "sw"
     assert sweep.main(_argv(out, "--local_workers", "2")) == 0
