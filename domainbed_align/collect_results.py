@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 
 from domainbed_align import catalog
+from domainbed_align.collect_cache import (RecordCache, RunEntry, cached_report, checkpoints_key,
+                                           file_stat, report_key, save_report)
 from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
 from domainbed_align.lib.tables import Table, format_avg, format_mean
 from domainbed_align.model_selection import (SINGLE_SOURCE, Checkpoints, RunPart,
@@ -156,7 +158,8 @@ class Sweep:
     """The usable checkpoints of a sweep folder plus what was left out, for the warnings."""
 
     def __init__(self, input_dir: str, include_incomplete: bool = False,
-                 workers: Optional[int] = None):
+                 workers: Optional[int] = None, use_cache: bool = True,
+                 write_cache: bool = True):
         if not os.path.isdir(input_dir):
             raise ConfigError(f"--input_dir {input_dir!r} is not a folder; pass the sweep's "
                               "output folder")
@@ -171,21 +174,38 @@ class Sweep:
                 self.n_incomplete += 1
                 continue
             self.run_names.append(name)
-        jobs = [(i, self.results_path(i)) for i in range(len(self.run_names))]
+        paths = [self.results_path(i) for i in range(len(self.run_names))]
+        stats = [file_stat(p) for p in paths]
+        cache = RecordCache.load(input_dir) if use_cache else RecordCache(input_dir)
+        todo = [i for i, (name, st) in enumerate(zip(self.run_names, stats))
+                if name not in cache.entries or cache.entries[name].stat != st]
         if workers is None:
             workers = min(os.cpu_count() or 1, 8)
+        jobs = [(i, paths[i]) for i in todo]
         if workers > 1 and len(jobs) >= PARALLEL_MIN_FILES:
             ctx = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
             with ctx.Pool(workers) as pool:
                 out = pool.map(_read_run_part, jobs, chunksize=max(1, len(jobs) // (8 * workers)))
         else:
             out = [_read_run_part(j) for j in jobs]
-        self.n_skipped_lines = sum(o[1] for o in out)
-        self.n_files_with_skips = sum(1 for o in out if o[1])
-        self.n_duplicates = sum(o[2] for o in out)
-        self.keys = set().union(*(o[3] for o in out)) if out else set()
-        self.ckpts = Checkpoints.from_parts([o[0] for o in out])
-        self.ckpts.n_unusable += sum(o[4] for o in out)
+        for i, o in zip(todo, out):
+            cache.entries[self.run_names[i]] = RunEntry(stats[i], *o)
+        entries = [cache.entries[name] for name in self.run_names]
+        self.ckpts_key = key = checkpoints_key(self.run_names, stats)
+        self.n_skipped_lines = sum(e.n_skipped for e in entries)
+        self.n_files_with_skips = sum(1 for e in entries if e.n_skipped)
+        self.n_duplicates = sum(e.n_dup for e in entries)
+        self.keys = set().union(*(e.keys for e in entries)) if entries else set()
+        if cache.ckpts is not None and cache.ckpts_key == key and not todo:
+            self.ckpts = cache.ckpts   # nothing changed since the last call
+        else:
+            parts = [cache.part(name) for name in self.run_names]
+            for run, part in enumerate(parts):
+                part.run = run
+            self.ckpts = Checkpoints.from_parts(parts)
+            self.ckpts.n_unusable += sum(e.n_unusable for e in entries)
+            if use_cache and write_cache:
+                cache.save(self.run_names, key, self.ckpts)
         self._cache: Dict[int, Dict[int, dict]] = {}
 
     def results_path(self, run: int) -> str:
@@ -606,8 +626,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also use runs without a 'done' file")
     p.add_argument("--workers", type=int, default=None,
                    help="processes reading results.jsonl files (default: CPU count, max 8)")
+    p.add_argument("--no_cache", action="store_true",
+                   help="parse every results.jsonl again; do not read or write "
+                        "<input_dir>/_collect_cache.npz")
     p.add_argument("--no_write", action="store_true",
-                   help="print only; do not write results.txt/.tex/.md into input_dir")
+                   help="print only; do not write results.txt/.tex/.md (nor update the cache) "
+                        "into input_dir")
     return p
 
 
@@ -630,7 +654,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if metrics is not None and "acc" not in metrics:
             metrics = ["acc"] + metrics
         t0 = time.perf_counter()
-        sweep = Sweep(args.input_dir, args.include_incomplete, args.workers)
+        sweep = Sweep(args.input_dir, args.include_incomplete, args.workers,
+                      use_cache=not args.no_cache, write_cache=not args.no_write)
     except _ArgumentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -640,8 +665,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     fmt = "latex" if args.latex else "markdown" if args.markdown else "text"
     for w in sweep.warnings():
         print(w, file=sys.stderr)
-    report = Report(sweep, methods, metrics, fmt)
-    text = report.render()
+    # an unchanged sweep asked the same question: the last answer, without selection or layout
+    key = report_key(sweep.ckpts_key, fmt, [m.key for m in methods], metrics,
+                     args.include_incomplete, sweep.warnings())
+    text = None if (args.no_cache or args.csv) else cached_report(args.input_dir, key)
+    if text is None:
+        report = Report(sweep, methods, metrics, fmt)
+        text = report.render()
+        if not args.no_cache and not args.no_write:
+            save_report(args.input_dir, key, text)
     sys.stdout.write(text)
     sys.stdout.flush()
     if len(sweep.ckpts) == 0:

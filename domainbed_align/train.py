@@ -27,7 +27,7 @@ from domainbed_align.algorithms import get_algorithm_class
 from domainbed_align.datasets import get_dataset_class
 from domainbed_align.datasets.loaders import train_batches
 from domainbed_align.evaluation import evaluate_split, explain_subsample
-from domainbed_align.lib.errors import ConfigError, DomainBedAlignError, TrainingError
+from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError, TrainingError
 from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line, seed_hash
 
 TASKS = ("domain_generalization", "single_source")
@@ -113,18 +113,32 @@ def split_indices(n: int, holdout_fraction: float, trial_seed: int, env: int):
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and plain types, so checkpoints load with weights_only=True."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {"python": [version, list(internal), gauss],
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _plain(value):
+    """Records and hparams as JSON types only (no numpy scalars): safe for weights_only loads."""
+    return json.loads(json.dumps(value))
 
 
 def _mem_gb() -> float:
@@ -134,8 +148,29 @@ def _mem_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0**2
 
 
+def check_args(c: TrainConfig) -> None:
+    """Arguments that are wrong whatever the data: refused before anything is written."""
+    for flag in ("steps", "checkpoint_freq"):
+        value = getattr(c, flag)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag} must be a positive number of steps, got {value}; "
+                              f"leave it out for the dataset's default")
+
+
+def make_output_dir(path: str) -> None:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create --output_dir {path} ({e.strerror}); pass a folder "
+                          f"you can write") from None
+
+
 class Preempted(Exception):
     """A stop was requested (SIGTERM/SIGUSR2); the checkpoint is saved, the run can resume."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.signum = signum
 
 
 class Trainer:
@@ -214,7 +249,8 @@ class Trainer:
         state = {"next_step": next_step, "identity": self._identity(),
                  "algorithm": self.algorithm.state_dict(),
                  "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
-                 "rng": _rng_state(), "checkpoint_vals": dict(checkpoint_vals), "records": records}
+                 "rng": _rng_state(), "checkpoint_vals": _plain(dict(checkpoint_vals)),
+                 "records": _plain(records)}
         with atomic_open(os.path.join(self.config.output_dir, CHECKPOINT_FILE), "wb") as f:
             torch.save(state, f)
 
@@ -222,7 +258,12 @@ class Trainer:
         path = os.path.join(self.config.output_dir, CHECKPOINT_FILE)
         if not os.path.exists(path):
             return None
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        try:  # weights_only: a tampered file on a shared disk cannot run code. CPU: the RNG
+            # states must stay CPU tensors; load_state_dict copies weights to the device
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise DataError(f"cannot read {path} ({type(e).__name__}); it is not a checkpoint of "
+                            f"this version: delete it to restart the run from step 0") from e
         if state["identity"] != self._identity():
             diff = sorted(k for k in state["identity"] if state["identity"].get(k) != self._identity().get(k))
             raise ConfigError(f"{self.config.output_dir} holds a run with other arguments "
@@ -242,7 +283,7 @@ class Trainer:
         with atomic_open(os.path.join(c.output_dir, name), "wb") as f:
             torch.save({"args": c.record_args(), "model_input_shape": self.dataset.input_shape,
                         "model_num_classes": self.dataset.num_classes,
-                        "model_num_domains": len(self.train_envs), "model_hparams": self.hparams,
+                        "model_num_domains": len(self.train_envs), "model_hparams": _plain(self.hparams),
                         "model_dict": self.algorithm.state_dict()}, f)
 
     # ------------------------------------------------------------------ the loop
@@ -259,7 +300,8 @@ class Trainer:
     def __call__(self) -> str:
         """Train to the end (or resume to it); returns the output folder."""
         c = self.config
-        os.makedirs(c.output_dir, exist_ok=True)
+        check_args(c)
+        make_output_dir(c.output_dir)
         if os.path.exists(os.path.join(c.output_dir, "done")):
             print(f"{c.output_dir} is done; nothing to do")
             return c.output_dir
@@ -313,7 +355,8 @@ class Trainer:
                     self._save_checkpoint(step + 1, checkpoint_vals, records)
                 if self._stop_signal is not None and not last:
                     raise Preempted(f"stopped by signal {self._stop_signal} after step {step}; "
-                                    f"checkpoint saved: run the same command again to resume")
+                                    f"checkpoint saved: run the same command again to resume",
+                                    self._stop_signal)
         finally:
             stream.close()  # shuts the data-loader workers down now, also on error or pre-emption
         if not c.skip_model_save:
@@ -356,25 +399,31 @@ class _Tee:
         return self.stream.isatty()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    config = parse_args(argv)
+def run(config: TrainConfig, handle_signals: bool = True) -> str:
+    """One run with DomainBed's out.txt / err.txt; returns the output folder.
+
+    Raises `DomainBedAlignError` (its `error:` line already printed, also into err.txt) or
+    `Preempted`. With `handle_signals`, SIGTERM/SIGUSR2 checkpoint and stop the run; a scheduler
+    that handles them itself (submitit) passes False.
+    """
     trainer = Trainer(config)
     stdout, stderr = sys.stdout, sys.stderr
     previous = {}
     try:
-        os.makedirs(config.output_dir, exist_ok=True)
+        check_args(config)
+        make_output_dir(config.output_dir)
         sys.stdout = _Tee(stdout, os.path.join(config.output_dir, "out.txt"))
         sys.stderr = _Tee(stderr, os.path.join(config.output_dir, "err.txt"))
-        for sig in (signal.SIGTERM, signal.SIGUSR2):
-            previous[sig] = signal.signal(sig, lambda signum, frame: trainer.request_stop(signum))
-        trainer()
-        return 0
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGUSR2):
+                previous[sig] = signal.signal(sig, lambda signum, frame: trainer.request_stop(signum))
+        return trainer()
     except Preempted as e:
         print(f"preempted: {e}", file=sys.stderr)
-        return 128 + (trainer._stop_signal or signal.SIGTERM)
+        raise
     except DomainBedAlignError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -382,6 +431,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             if isinstance(tee, _Tee):
                 tee.file.close()
         sys.stdout, sys.stderr = stdout, stderr
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    config = parse_args(argv)
+    try:
+        run(config)
+        return 0
+    except Preempted as e:
+        return 128 + e.signum
+    except DomainBedAlignError:
+        return 2
 
 
 if __name__ == "__main__":

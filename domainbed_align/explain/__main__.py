@@ -57,7 +57,8 @@ def load_run(run_dir: str, model_name: str = "model.pkl", device: str = "cpu") -
                 "--skip_model_save) or pass the right folder")
         raise DataError(f"no {model_name} in {run_dir}; {hint}")
     try:
-        saved = torch.load(path, map_location=device, weights_only=False)
+        # weights_only: a model file on a shared disk cannot run code when loaded
+        saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated or foreign file
         raise DataError(f"cannot read {path} ({type(e).__name__}: {e}); re-run the training "
                         f"or pass another --model") from e

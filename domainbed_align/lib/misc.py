@@ -12,15 +12,18 @@ def seed_hash(*args) -> int:
 
 
 @contextlib.contextmanager
-def atomic_open(path, mode="w"):
-    """Open a temp file beside `path`; on success rename it over `path` (readers never see half)."""
+def atomic_open(path, mode="w", fsync=True):
+    """Open a temp file beside `path`; on success rename it over `path` (readers never see half).
+
+    `fsync=False` for small files that can be rebuilt (a thousand fsyncs cost seconds)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -28,8 +31,8 @@ def atomic_open(path, mode="w"):
         raise
 
 
-def atomic_write_text(path, text: str) -> None:
-    with atomic_open(path, "w") as f:
+def atomic_write_text(path, text: str, fsync=True) -> None:
+    with atomic_open(path, "w", fsync=fsync) as f:
         f.write(text)
 
 

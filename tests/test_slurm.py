@@ -1,0 +1,158 @@
+"""End to end against a real SLURM controller (scripts/slurm_local_cluster.sh starts one here).
+
+Skipped when `sbatch` is absent, unless REQUIRE_SLURM=1 (CI sets it): then absence fails.
+"""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from domainbed_align import launchers, sweep
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+if shutil.which("sbatch") is None:
+    if os.environ.get("REQUIRE_SLURM") == "1":
+        raise RuntimeError("REQUIRE_SLURM=1 but sbatch is not on PATH: run "
+                           "scripts/slurm_local_cluster.sh first")
+    pytest.skip("no SLURM here (sbatch absent); REQUIRE_SLURM=1 makes this a failure",
+                allow_module_level=True)
+
+TIMING_KEYS = {"step_time", "mem_gb"}
+WAIT_S = 900
+
+
+def _flags(out, *extra):
+    return ["--datasets", "Debug28", "--n_hparams", "1", "--n_trials", "1", "--single_test_envs",
+            "--output_dir", str(out), *extra]
+
+
+def _launch(out, *extra):
+    rc = sweep.main(["launch", *_flags(out, *extra), "--command_launcher", "slurm",
+                     "--gpus_per_job", "0", "--cpus_per_job", "1", "--mem_gb", "2",
+                     "--timeout_min", "30", "--skip_confirmation"])
+    assert rc == 0
+
+
+def _jobs(out, *extra):
+    argv = ["status", *_flags(out, *extra)]
+    command, cfg, source = sweep.resolve(argv)
+    jobs = [sweep.Job(a, cfg["output_dir"]) for a in sweep.make_args_list(cfg)]
+    sweep.update_states(jobs, cfg["output_dir"])
+    return jobs
+
+
+def _wait(out, *extra, until=None):
+    until = until or (lambda jobs: all(j.state not in (sweep.RUNNING, sweep.PENDING) for j in jobs))
+    deadline = time.time() + WAIT_S
+    while time.time() < deadline:
+        jobs = _jobs(out, *extra)
+        if until(jobs):
+            return jobs
+        time.sleep(1)
+    raise AssertionError("SLURM jobs did not finish in time: " + ", ".join(str(j) for j in jobs))
+
+
+def _records(folder):
+    with open(os.path.join(folder, "results.jsonl")) as f:
+        recs = [json.loads(line) for line in f]
+    out = []
+    for r in recs:
+        r = {k: v for k, v in r.items() if k not in TIMING_KEYS}
+        r["args"] = {k: v for k, v in r["args"].items() if k != "output_dir"}
+        out.append(r)
+    return out
+
+
+def _slurm_ids(jobs):
+    return [open(os.path.join(j.output_dir, launchers.SLURM_ID_FILE)).read().strip() for j in jobs]
+
+
+@pytest.fixture
+def cancel_after():
+    arrays = set()
+    yield arrays
+    for a in arrays:
+        subprocess.run(["scancel", a], capture_output=True)
+
+
+def test_small_sweep_runs_as_one_job_array(tmp_path, cancel_after):
+    out = tmp_path / "sw eep"   # a space: submitit quotes it
+    extra = ["--algorithms", "ERM", "DRE", "--steps", "5", "--hparams", '{"explain_n": 4}']
+    _launch(out, *extra)
+    ids = _slurm_ids(_jobs(out, *extra))
+    cancel_after.update(i.split("_")[0] for i in ids)
+    jobs = _wait(out, *extra)
+    assert [j.state for j in jobs] == [sweep.DONE] * 6, [str(j) for j in jobs]
+    assert len({i.split("_")[0] for i in ids}) == 1 and len(set(ids)) == 6  # one array
+    for j in jobs:
+        assert [r["step"] for r in _records(j.output_dir)] == [0, 2, 4]
+    assert os.path.isdir(out / launchers.SUBMITIT_DIR)
+
+
+@pytest.mark.parametrize("how", ["scontrol_requeue", "submitit_usr2"])
+def test_preempted_job_resumes_to_the_records_of_an_unbroken_run(tmp_path, cancel_after, how):
+    out = tmp_path / "sw"
+    extra = ["--algorithms", "ERM", "--steps", "200", "--checkpoint_freq", "20",
+             "--hparams", '{"explain_n": 4}']
+    _launch(out, *extra)
+    jobs = _jobs(out, *extra)
+    ids = _slurm_ids(jobs)
+    cancel_after.update(i.split("_")[0] for i in ids)
+    job, slurm_id = jobs[0], ids[0]
+    deadline = time.time() + WAIT_S
+    path = os.path.join(job.output_dir, "results.jsonl")
+    while time.time() < deadline:  # pre-empt once it has checkpointed a few records
+        if os.path.exists(path) and len(open(path).read().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert not os.path.exists(os.path.join(job.output_dir, "done")), "finished before pre-emption"
+    if how == "scontrol_requeue":
+        subprocess.run(["scontrol", "requeue", slurm_id], check=True)
+    else:  # what submitit's job._interrupt() sends: the job checkpoints and requeues itself
+        subprocess.run(["scancel", "--signal", "USR2", slurm_id], check=True)
+    jobs = _wait(out, *extra, until=lambda js: all(j.state == sweep.DONE for j in js)
+                 or any(j.state == sweep.FAILED for j in js))
+    assert all(j.state == sweep.DONE for j in jobs), [str(j) for j in jobs]
+    with open(os.path.join(job.output_dir, "out.txt")) as f:
+        assert "resuming at step" in f.read()
+    # the same job, unbroken, in this process
+    ref = dict(job.train_args, output_dir=str(tmp_path / "ref"))
+    launchers.TrainJob(ref)()
+    assert _records(job.output_dir) == _records(ref["output_dir"])
+    assert [r["step"] for r in _records(job.output_dir)] == list(range(0, 200, 20)) + [199]
+
+
+def test_failed_job_shows_failed_and_only_it_is_resubmitted(tmp_path, cancel_after, capsys):
+    out = tmp_path / "sw"
+    extra = ["--algorithms", "ERM", "--steps", "3", "--hparams", '{"explain_n": 4}']
+    jobs = _jobs(out, *extra)
+    bad = jobs[1]
+    os.makedirs(bad.output_dir)
+    with open(os.path.join(bad.output_dir, "checkpoint.pt"), "wb") as f:
+        f.write(b"not a checkpoint")  # the trainer refuses it: the job raises
+    with open(os.path.join(bad.output_dir, launchers.ERROR_FILE), "w") as f:
+        f.write("error: an earlier failure\n")  # Failed: launch submits it (an Incomplete job it would not)
+    _launch(out, *extra)
+    first_ids = _slurm_ids(_jobs(out, *extra))
+    cancel_after.update(i.split("_")[0] for i in first_ids)
+    jobs = _wait(out, *extra)
+    assert [j.state for j in jobs] == [sweep.DONE, sweep.FAILED, sweep.DONE], [str(j) for j in jobs]
+    assert "checkpoint.pt" in jobs[1].detail and "delete it" in jobs[1].detail
+    capsys.readouterr()
+    assert sweep.main(["status", *_flags(out, *extra), "--failed"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[-1] == "3 jobs: 2 done, 0 incomplete, 0 not launched, 0 running, 0 pending, 1 failed."
+    assert "cannot read" in text
+    os.remove(os.path.join(bad.output_dir, "checkpoint.pt"))
+    _launch(out, *extra)
+    second_ids = _slurm_ids(_jobs(out, *extra))
+    cancel_after.update(i.split("_")[0] for i in second_ids)
+    assert second_ids[0] == first_ids[0] and second_ids[2] == first_ids[2]
+    assert second_ids[1].split("_")[0] != first_ids[1].split("_")[0]
+    assert "_" not in second_ids[1]  # one job: submitit submits it as a plain job
+    jobs = _wait(out, *extra)
+    assert [j.state for j in jobs] == [sweep.DONE] * 3
