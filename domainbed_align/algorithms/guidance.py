@@ -26,7 +26,9 @@ class GuidedERM(ERM):
     def update(self, minibatches, unlabeled=None):
         x, y, m = concat_batches(minibatches)
         if self.NEEDS_MASKS and m is None:
-            raise ValueError(f"{type(self).__name__} needs (x, y, m) batches with relevance masks")
+            raise ValueError(f"{type(self).__name__} needs (x, y, m) batches with relevance masks, "
+                             f"got (x, y) (upstream DomainBed's trainer passes no masks); train "
+                             f"it with `python -m domainbed_align.train`, which does")
         terms = self.losses(x, y, m)
         step(self.optimizer, terms["loss"])
         return {k: float(v.detach()) for k, v in terms.items()}
