@@ -61,6 +61,7 @@ def _hparams(algorithm: str, dataset: str, random_seed: int) -> Dict[str, Tuple[
     hparam("resnet18", False, lambda r: False)
     hparam("resnet_dropout", 0.0, lambda r: r.choice([0.0, 0.1, 0.5]))
     hparam("nonlinear_classifier", False, lambda r: False)
+    hparam("class_balanced", False, lambda r: False)  # DomainBed: sample classes uniformly
     # ImageNet weights for the ResNet (classic DomainBed); false trains from scratch offline.
     hparam("pretrained", True, lambda r: True)
     # Width of the small CNN used on 28x28 datasets (channels of its last stage).
