@@ -8,11 +8,10 @@ inner_i / outer_i = mean of G over the pixels inside / outside sample i's mask (
 so the two regions count alike whatever their areas), G = min-max Grad-CAM in [0, 1].
 """
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from domainbed_align.algorithms import register_algorithm
-from domainbed_align.algorithms.guidance import GuidedERM, guidable, true_class_cam, weighted_mean
+from domainbed_align.algorithms.guidance import CamGuided
 from domainbed_align.explain.gradcam import upsample_cam
 
 
@@ -26,16 +25,15 @@ def care_term(g: Tensor, m: Tensor, tau: float) -> Tensor:
 
 
 @register_algorithm
-class CARE(GuidedERM):
+class CARE(CamGuided):
     """CARE (Zhuang et al., MIDL 2019): reward Grad-CAM inside the mask, penalise it outside."""
 
-    NEEDS_MASKS = True
+    TERM = "attention"
 
-    def losses(self, x, y, m):
-        hp = self.hparams
-        _, g, logits = true_class_cam(self, x, y)
+    def cam_term(self, g, m, x):
         g = upsample_cam(g, x.shape[-2:])  # bilinear of values in [0, 1] stays in [0, 1]
-        attention = weighted_mean(care_term(g, m, hp["care_tau"]), guidable(m))
-        ce = F.cross_entropy(logits, y)
-        alpha = hp["care_alpha"]
-        return {"ce": ce, "attention": attention, "loss": (1 - alpha) * ce + alpha * attention}
+        return care_term(g, m, self.hparams["care_tau"])
+
+    def combine(self, ce, term):
+        alpha = self.hparams["care_alpha"]
+        return (1 - alpha) * ce + alpha * term

@@ -5,11 +5,8 @@ relevance mask pooled to the Grad-CAM grid (optionally Gaussian-blurred):
     L = CE + gradia_lambda * mean_i w_i * mean_cells |norm(cam_i) - pool(m_i)|,
 w_i = 0 for samples whose mask is empty or full.
 """
-import torch.nn.functional as F
-
 from domainbed_align.algorithms import register_algorithm
-from domainbed_align.algorithms.guidance import (GuidedERM, blur_maps, guidable, pool_mask,
-                                                 true_class_cam, weighted_mean)
+from domainbed_align.algorithms.guidance import CamGuided, blur_maps, pool_mask
 
 
 def gradia_term(g, m, sigma: float = 0.0):
@@ -19,14 +16,10 @@ def gradia_term(g, m, sigma: float = 0.0):
 
 
 @register_algorithm
-class GRADIA(GuidedERM):
+class GRADIA(CamGuided):
     """GRADIA (Gao et al., CSCW 2022): L1 between Grad-CAM and the relevance mask."""
 
-    NEEDS_MASKS = True
+    TERM, WEIGHT = "attention", "gradia_lambda"
 
-    def losses(self, x, y, m):
-        hp = self.hparams
-        _, g, logits = true_class_cam(self, x, y)
-        attention = weighted_mean(gradia_term(g, m, hp["gradia_blur_sigma"]), guidable(m))
-        ce = F.cross_entropy(logits, y)
-        return {"ce": ce, "attention": attention, "loss": ce + hp["gradia_lambda"] * attention}
+    def cam_term(self, g, m, x):
+        return gradia_term(g, m, self.hparams["gradia_blur_sigma"])

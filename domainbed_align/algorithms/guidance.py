@@ -34,6 +34,29 @@ class GuidedERM(ERM):
         return {k: float(v.detach()) for k, v in terms.items()}
 
 
+class CamGuided(GuidedERM):
+    """CE plus a weight times a per-sample Grad-CAM-vs-mask term, averaged over the samples
+    whose mask can guide (GRADIA, CARE, HAICS). Subclasses set TERM (its key in update()'s
+    dict), WEIGHT (the hparam that weights it) and `cam_term`."""
+
+    NEEDS_MASKS = True
+    TERM = "attention"
+    WEIGHT = ""
+
+    def cam_term(self, g: Tensor, m: Tensor, x: Tensor) -> Tensor:
+        """(B,) term from the min-max CAM g (B, h, w) and the mask m (B, 1, H, W)."""
+        raise NotImplementedError
+
+    def combine(self, ce: Tensor, term: Tensor) -> Tensor:
+        return ce + self.hparams[self.WEIGHT] * term
+
+    def losses(self, x, y, m):
+        _, g, logits = true_class_cam(self, x, y)
+        term = weighted_mean(self.cam_term(g, m, x), guidable(m))
+        ce = F.cross_entropy(logits, y)
+        return {"ce": ce, self.TERM: term, "loss": self.combine(ce, term)}
+
+
 # ------------------------------------------------------------------ masks
 def guidable(m: Tensor) -> Tensor:
     """(B,) float weight: 1 where the binarised mask is neither empty nor full, else 0.

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from domainbed_align.algorithms import register_algorithm
-from domainbed_align.algorithms.guidance import (GuidedERM, guidable, pool_mask, true_class_cam,
-                                                 weighted_mean)
+from domainbed_align.algorithms.guidance import CamGuided, pool_mask
 from domainbed_align.lib.errors import ConfigError
 
 BCE_EPS = 1e-6
@@ -31,14 +30,10 @@ def haics_term(g: Tensor, m: Tensor, negatives: str = "outside") -> Tensor:
 
 
 @register_algorithm
-class HAICS(GuidedERM):
+class HAICS(CamGuided):
     """HAICS (Shen et al., CHI EA 2021): BCE between Grad-CAM and the relevance mask."""
 
-    NEEDS_MASKS = True
+    TERM, WEIGHT = "bce", "haics_lambda"
 
-    def losses(self, x, y, m):
-        hp = self.hparams
-        _, g, logits = true_class_cam(self, x, y)
-        bce = weighted_mean(haics_term(g, m, hp["haics_negatives"]), guidable(m))
-        ce = F.cross_entropy(logits, y)
-        return {"ce": ce, "bce": bce, "loss": ce + hp["haics_lambda"] * bce}
+    def cam_term(self, g, m, x):
+        return haics_term(g, m, self.hparams["haics_negatives"])
