@@ -241,3 +241,24 @@ def test_trainer_hands_spurious_digits_masks_to_a_mask_based_algorithm(tmp_path,
     assert 0 < seen[0].mean() < 0.5 and set(seen[0].unique().tolist()) <= {0.0, 1.0}  # digit strokes
     record = [json.loads(line) for line in open(out / "results.jsonl")][-1]
     assert {"ce", "attention", "loss"} <= set(record)
+
+
+def test_terms_vanish_when_the_saliency_already_matches_the_mask():
+    """Where it is well defined: nothing left to correct gives a zero explanation loss."""
+    m = _mask_4x4([(0, 0), (1, 1)])
+    g = m[:, 0, ::2, ::2].clone()  # the CAM is the mask
+    hp = {"res_blur_sigma": 0.0, "res_tanh_scale": 5.0, "res_n_thresholds": 32}
+    l1, boundary, _ = res_terms(g, m, hp)
+    assert l1.item() == 0.0 and F.relu(boundary - 0.1).item() == 0.0  # below eta: RES is satisfied
+    full_size = F.interpolate(g.unsqueeze(1), scale_factor=2, mode="nearest")[:, 0]
+    assert care_term(full_size, m, tau=0.8).item() == pytest.approx(-0.8)  # CARE's minimum
+    # input gradients: a linear model that reads only the mask's pixels has none outside it
+    W = torch.randn(3, 16) * m.flatten()
+    x = torch.randn(2, 1, 4, 4)
+    for score in (lambda z: F.log_softmax(z, 1).sum(1), lambda z: z[:, 0]):
+        grad, _ = input_gradient(_Linear(W), x, score, create_graph=True)
+        assert outside_penalty(grad, m.expand(2, 1, 4, 4), 1).abs().max().item() == 0.0
+    # ActDiff: a flat background looks the same shuffled
+    x = torch.zeros(2, 3, 4, 4)
+    x[:, :, :2, :2] = torch.randn(2, 3, 2, 2)
+    assert torch.equal(shuffle_background(x, m.expand(2, 1, 4, 4)), x)
