@@ -262,3 +262,29 @@ def test_terms_vanish_when_the_saliency_already_matches_the_mask():
     x = torch.zeros(2, 3, 4, 4)
     x[:, :, :2, :2] = torch.randn(2, 3, 2, 2)
     assert torch.equal(shuffle_background(x, m.expand(2, 1, 4, 4)), x)
+
+
+class _Recording(dict):
+    def __init__(self, *a):
+        super().__init__(*a)
+        self.read = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_every_declared_hparam_of_a_baseline_is_read(name):
+    """No dead hparams: each key of the algorithm's own block changes something."""
+    shared = set(hparams_registry.default_hparams("ERM", "SpuriousDigits"))
+    hp = _Recording(hparams_registry.default_hparams(name, "SpuriousDigits"))
+    torch.manual_seed(0)
+    alg = get_algorithm_class(name)((3, 28, 28), 10, 3, hp)
+    x, y, m = _batch(_stroke)
+    alg.update([(x, y, m)] if alg.NEEDS_MASKS else [(x, y)])
+    assert set(hp) - shared - hp.read == set()
