@@ -23,7 +23,7 @@ done
 python - "$runs" <<'PY' | tee results/baselines_300_steps.txt
 import json, os, sys
 runs = sys.argv[1]
-print("300 steps on SpuriousDigits, test domain 3 (cue anti-correlated), default hparams, seed 0")
+print("300 steps on SpuriousDigits, test domain 3 (cue anti-correlated), default hparams, seed 0 unless named")
 print(f"{'run':<18}{'val acc (env0-2 out)':>22}{'env3 acc':>10}{'env3 pg':>9}{'env3 epg':>10}{'ms/step':>9}")
 for name in sorted(os.listdir(runs), key=lambda n: (not n.startswith("ERM"), n)):
     r = [json.loads(line) for line in open(os.path.join(runs, name, "results.jsonl"))][-1]
