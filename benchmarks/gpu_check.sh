@@ -6,7 +6,7 @@ out=${OUT:-out/gpu}
 mkdir -p "$out"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-python3 benchmarks/step_cost.py --device cuda --repeats 20 --small_batch 64 --resnet_batch 32 2>&1 | tee "$out/step_cost_cuda.txt"
+python3 benchmarks/step_cost.py --device cuda --repeats 20 --small_batch 64 --resnet_batch 32 --resnet 2>&1 | tee "$out/step_cost_cuda.txt"
 python3 benchmarks/step_cost.py --device cuda --repeats 20 --small_batch 64 --resnet_batch 8 --skip_resnet 2>&1 | tail -n 2
 python3 -m domainbed_align.train --algorithm ALIGN --test_envs 3 --steps 400 --checkpoint_freq 200 \
   --output_dir /tmp/align_gpu --hparams '{"align_warmup_steps": 100}' 2>&1 | tail -n 4 | tee "$out/align_gpu_train.txt"

@@ -318,7 +318,8 @@ class Trainer:
         loaders_workers = min(self.dataset.N_WORKERS, os.cpu_count() or 1)
         stream = train_batches([self.dataset[i] for i in self.train_envs],
                                [self.splits[i][0] for i in self.train_envs],
-                               self.hparams["batch_size"], c.seed, start_step, loaders_workers)
+                               self.hparams["batch_size"], c.seed, start_step, loaders_workers,
+                               class_balanced=self.hparams["class_balanced"])
         self.algorithm.train()
         from tqdm import tqdm
         bar = tqdm(range(start_step, self.n_steps), initial=start_step, total=self.n_steps,

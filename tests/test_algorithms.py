@@ -36,6 +36,8 @@ def test_contract(name):
         vals = alg.update(mbs)
         assert vals and all(type(v) is float for v in vals.values()), vals
         assert all(torch.isfinite(torch.tensor(v)) for v in vals.values())
+        assert "loss" in vals and (name == "ERM" or "ce" in vals), vals  # each term on its own
+        assert len(vals) >= 3 or name in ("ERM", "ALIGN"), f"{name} reports no term of its own: {vals}"
     alg.eval()
     with torch.no_grad():
         logits = alg.predict(mbs[0][0])

@@ -15,10 +15,17 @@ from domainbed_align.datasets.base import TensorDomain
 from domainbed_align.lib.misc import seed_hash
 
 
-def step_batch(n: int, batch_size: int, seed: int, domain: int, step: int):
-    """(indices into the split, per-item augmentation seeds) for one training step."""
+def step_batch(n: int, batch_size: int, seed: int, domain: int, step: int, weights=None):
+    """(indices into the split, per-item augmentation seeds) for one training step.
+
+    With `weights` (n,) the indices are drawn in proportion to them (DomainBed's
+    `class_balanced`: a WeightedRandomSampler with replacement), else uniformly.
+    """
     g = torch.Generator().manual_seed(seed_hash(seed, domain, step))
-    idx = torch.randint(n, (batch_size,), generator=g)
+    if weights is None:
+        idx = torch.randint(n, (batch_size,), generator=g)
+    else:
+        idx = torch.multinomial(weights, batch_size, replacement=True, generator=g)
     item_seeds = torch.randint(2**31 - 1, (batch_size,), generator=g)
     return idx, item_seeds
 
@@ -26,14 +33,16 @@ def step_batch(n: int, batch_size: int, seed: int, domain: int, step: int):
 class _StepSampler(Sampler):
     """Yields, for steps start_step, start_step+1, ..., the list of (index, item_seed) pairs."""
 
-    def __init__(self, indices: Sequence[int], batch_size, seed, domain, start_step):
+    def __init__(self, indices: Sequence[int], batch_size, seed, domain, start_step, weights=None):
         self.indices = torch.as_tensor(indices)
         self.batch_size, self.seed, self.domain, self.start_step = batch_size, seed, domain, start_step
+        self.weights = weights
 
     def __iter__(self):
         step = self.start_step
         while True:
-            idx, seeds = step_batch(len(self.indices), self.batch_size, self.seed, self.domain, step)
+            idx, seeds = step_batch(len(self.indices), self.batch_size, self.seed, self.domain, step,
+                                    self.weights)
             yield list(zip(self.indices[idx].tolist(), seeds.tolist()))
             step += 1
 
@@ -54,26 +63,46 @@ class _Seeded(Dataset):
         return len(self.dataset)
 
 
+def labels_of(dataset: Dataset) -> torch.Tensor:
+    """Every item's label without decoding images (in-memory y, or an image folder's items)."""
+    if isinstance(dataset, TensorDomain):
+        return dataset.y
+    if hasattr(dataset, "items"):
+        return torch.as_tensor([label for _, label in dataset.items])
+    return torch.as_tensor([int(item[1]) for item in dataset])
+
+
+def class_balanced_weights(dataset: Dataset, split: Sequence[int]) -> torch.Tensor:
+    """DomainBed's `make_weights_for_balanced_classes` over the items `split` of `dataset`."""
+    from domainbed_align.lib.misc import make_weights_for_balanced_classes
+    labels = labels_of(dataset)[torch.as_tensor(split, dtype=torch.long)]
+    return make_weights_for_balanced_classes([(None, y) for y in labels.tolist()])
+
+
 def train_batches(domains: List[Dataset], splits: List[Sequence[int]], batch_size: int,
-                  seed: int, start_step: int, num_workers: int) -> Iterator[list]:
+                  seed: int, start_step: int, num_workers: int,
+                  class_balanced: bool = False) -> Iterator[list]:
     """Infinite stream of per-step lists with one batch per training domain."""
     streams = []
     for d, (dataset, split) in enumerate(zip(domains, splits)):
+        weights = class_balanced_weights(dataset, split) if class_balanced else None
         if isinstance(dataset, TensorDomain):  # in memory: gather by indexing, no workers
-            streams.append(_tensor_stream(dataset, torch.as_tensor(split), batch_size, seed, d, start_step))
+            streams.append(_tensor_stream(dataset, torch.as_tensor(split), batch_size, seed, d, start_step,
+                                          weights))
         else:
             loader = DataLoader(_Seeded(dataset), num_workers=num_workers, pin_memory=False,
-                                batch_sampler=_StepSampler(split, batch_size, seed, d, start_step),
+                                batch_sampler=_StepSampler(split, batch_size, seed, d, start_step, weights),
                                 persistent_workers=num_workers > 0)
             streams.append(iter(loader))
     while True:
         yield [next(s) for s in streams]
 
 
-def _tensor_stream(dataset: TensorDomain, split: torch.Tensor, batch_size, seed, domain, start_step):
+def _tensor_stream(dataset: TensorDomain, split: torch.Tensor, batch_size, seed, domain, start_step,
+                   weights=None):
     step = start_step
     while True:
-        idx, _ = step_batch(len(split), batch_size, seed, domain, step)
+        idx, _ = step_batch(len(split), batch_size, seed, domain, step, weights)
         yield dataset.batch(split[idx])
         step += 1
 

@@ -41,6 +41,11 @@ def _hashable(x):
         return json.dumps({"_": x}, sort_keys=True)
 
 
+# upstream's names, so ported code imports them unchanged
+make_selector_fn = selector_fn
+hashable = _hashable
+
+
 def _nan_low(x):
     """Sort key that puts NaN below every number (DomainBed's convention)."""
     if isinstance(x, (float, np.floating)) and math.isnan(x):
@@ -77,6 +82,9 @@ class Q:
             key = sel(x)
             groups.setdefault(_hashable(key), (key, []))[1].append(x)
         return Q((groups[k][0], Q(groups[k][1])) for k in sorted(groups))
+
+    def group_map(self, selector: Selector, fn: Callable) -> "Q":
+        return self.group(selector).map(fn)
 
     def map(self, fn: Callable) -> "Q":
         """Apply fn; (key, group) pairs from `group` are unpacked into fn(key, group)."""
@@ -117,6 +125,33 @@ class Q:
 
     def mean(self) -> float:
         return float(np.mean(self._items)) if self._items else float("nan")
+
+    def std(self) -> float:
+        return float(np.std(self._items)) if self._items else float("nan")
+
+    def mean_std(self):
+        return self.mean(), self.std()
+
+    def min(self):
+        return min(self._items)
+
+    def max(self):
+        return max(self._items)
+
+    def sum(self):
+        return sum(self._items)
+
+    def len(self) -> int:
+        return len(self._items)
+
+    def filter_not_nan(self) -> "Q":
+        return self.filter(lambda x: not np.isnan(x))
+
+    def flatten(self) -> "Q":
+        return Q(y for x in self._items for y in x)
+
+    def _append(self, item) -> None:
+        self._items.append(item)
 
     def list(self) -> list:
         return list(self._items)
