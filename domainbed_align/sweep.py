@@ -25,6 +25,7 @@ import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from domainbed_align import catalog, launchers
+from domainbed_align.datasets.masks import missing_masks_message
 from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
 from domainbed_align.lib.misc import seed_hash
 
@@ -480,9 +481,7 @@ def check_launch(cfg: dict) -> None:
         has_masks = ds.HAS_MASKS or cfg["mask_dir"] is not None
         for alg_name, alg in algorithms.items():
             if alg.NEEDS_MASKS and not has_masks:
-                raise ConfigError(f"{alg_name} trains on relevance masks but {name} has none; "
-                                  f"pass --mask_dir (make them with `python -m "
-                                  f"domainbed_align.datasets.make_masks`) or drop {alg_name}")
+                raise ConfigError(f"{missing_masks_message(alg_name, name)}, or drop {alg_name}")
             hparams_registry.run_hparams(alg_name, name, 0, 0, overrides)  # unknown names
     launcher = cfg["command_launcher"]
     if launcher == "slurm" and shutil.which("sbatch") is None:

@@ -25,6 +25,7 @@ import torch
 from domainbed_align import hparams_registry
 from domainbed_align.algorithms import get_algorithm_class
 from domainbed_align.datasets import get_dataset_class
+from domainbed_align.datasets.masks import require_masks
 from domainbed_align.datasets.loaders import train_batches
 from domainbed_align.evaluation import evaluate_split, explain_subsample
 from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError, TrainingError
@@ -217,11 +218,8 @@ class Trainer:
         kwargs = {"mask_dir": c.mask_dir} if c.mask_dir else {}
         if c.mask_dir and not hasattr(dataset_cls, "DOMAIN_DIRS"):
             raise ConfigError(f"--mask_dir applies to image-folder datasets; {c.dataset} has its own masks")
+        require_masks(algorithm_cls, dataset_cls, c.mask_dir)  # before any image is read
         dataset = dataset_cls(c.data_dir, list(c.test_envs), hparams, **kwargs)
-        if algorithm_cls.NEEDS_MASKS and not dataset.HAS_MASKS:
-            raise ConfigError(f"{c.algorithm} trains on relevance masks but {c.dataset} has none here; "
-                              f"make them with `python -m domainbed_align.datasets.make_masks` "
-                              f"and pass --mask_dir")
         self.dataset = dataset
         self.splits = [split_indices(len(env), c.holdout_fraction, c.trial_seed, i)
                        for i, env in enumerate(dataset.datasets)]

@@ -16,7 +16,7 @@ from domainbed_align.datasets.base import MultipleDomainDataset
 from domainbed_align.lib.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-MASK_COMMAND = "python -m domainbed_align.datasets.make_masks"
+MASK_COMMAND = "python -m domainbed_align.datasets.masks"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
