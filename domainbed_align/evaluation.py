@@ -46,6 +46,8 @@ def evaluate_split(algorithm, dataset, indices: Sequence[int], explain_positions
                    num_classes: int, device, num_workers: int = 0) -> Dict[str, float]:
     """Metrics of one split, keyed without the `env{i}_{in,out}_` prefix."""
     from domainbed_align.explain.metrics import explanation_metrics, metric_grid, prediction_auc
+    if len(indices) == 0:  # e.g. holdout_fraction * n < 1: an empty `out` split has no score
+        return {"acc": float("nan"), "auc": float("nan")}
     was_training = algorithm.training
     algorithm.eval()
     try:

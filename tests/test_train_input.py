@@ -70,3 +70,12 @@ def test_checkpoint_and_model_load_without_running_code(tmp_path, capsys):
         trainer()
     state = torch.load(tmp_path / "r2" / "checkpoint.pt", weights_only=True)
     assert state["next_step"] == 1 and isinstance(state["rng"]["python"][1], list)
+
+
+def test_an_empty_split_scores_nan_instead_of_crashing():
+    """holdout_fraction * n < 1 leaves an `out` split empty: NaN, not a torch.cat error."""
+    import math
+    from domainbed_align.evaluation import evaluate_split
+    out = evaluate_split(algorithm=None, dataset=None, indices=[], explain_positions=None,
+                         num_classes=3, device="cpu")
+    assert math.isnan(out["acc"]) and math.isnan(out["auc"]) and set(out) == {"acc", "auc"}
