@@ -16,8 +16,11 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
-OUT = os.path.join(HERE, "data", "tiny_sweep")
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+# Relative to the repository root (the script chdirs there), so the `output_dir` recorded in
+# the committed records names no machine's path.
+OUT = os.path.join("tests", "data", "tiny_sweep")
 
 from domainbed_align import train  # noqa: E402
 from domainbed_align.lib.misc import seed_hash  # noqa: E402
@@ -42,6 +45,7 @@ def main():
     except ImportError:
         ALGORITHMS = ["ERM"]
     algorithms = [a for a in ("ERM", "ALIGN") if a in ALGORITHMS]
+    os.chdir(ROOT)
     shutil.rmtree(OUT, ignore_errors=True)
     t0 = time.time()
     for job in jobs(algorithms):
