@@ -185,8 +185,8 @@ class Trainer:
         dataset = dataset_cls(c.data_dir, list(c.test_envs), hparams, **kwargs)
         if algorithm_cls.NEEDS_MASKS and not dataset.HAS_MASKS:
             raise ConfigError(f"{c.algorithm} trains on relevance masks but {c.dataset} has none here; "
-                              f"make them with `python -m domainbed_align.datasets.make_masks` "
-                              f"and pass --mask_dir")
+                              f"supply a relevance-mask folder with --mask_dir "
+                              f"(<mask_dir>/<Domain>/<class>/<stem>.png)")
         self.dataset = dataset
         self.splits = [split_indices(len(env), c.holdout_fraction, c.trial_seed, i)
                        for i, env in enumerate(dataset.datasets)]

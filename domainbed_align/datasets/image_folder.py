@@ -16,7 +16,6 @@ from domainbed_align.datasets.base import MultipleDomainDataset
 from domainbed_align.lib.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-MASK_COMMAND = "python -m domainbed_align.datasets.make_masks"
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -130,7 +129,7 @@ class ImageFolderDataset(MultipleDomainDataset):
                 missing.append(mask)
         if missing:
             raise DataError(f"{len(missing)} masks missing under {mask_dir} (first: {missing[0]}); "
-                            f"make them with `{MASK_COMMAND}`")
+                            f"every image needs a mask at <mask_dir>/<Domain>/<class>/<stem>.png")
         return paths
 
 
