@@ -9,21 +9,21 @@ runs=${RUNS:-out/align_search}
 mkdir -p "$runs"
 export OMP_NUM_THREADS=1
 common=(--dataset SpuriousDigits --test_envs 3 --steps 600 --checkpoint_freq 25)
-base='"explain_n": 0, "align_warmup_steps": 300'
 run() {  # name algorithm extra-hparams
   python -m domainbed_align.train "${common[@]}" --algorithm "$2" --output_dir "$runs/$1" \
-    --hparams "{$base${3:+, $3}}" > /dev/null 2>&1
+    --hparams "{\"explain_n\": 0${3:+, $3}}" > /dev/null 2>&1
 }
+align='"align_warmup_steps": 300'
 run erm ERM '' &
-run l3_1_no_schedule ALIGN '"align_l3": 1.0, "align_masker_warmup_steps": 0, "align_l3_ramp_steps": 0' &
+run l3_1_no_schedule ALIGN "$align"', "align_l3": 1.0, "align_masker_warmup_steps": 0, "align_l3_ramp_steps": 0' &
 wait
-run l3_1 ALIGN '"align_l3": 1.0, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100' &
-run l3_0.3 ALIGN '"align_l3": 0.3, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100' &
+run l3_1 ALIGN "$align"', "align_l3": 1.0, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100' &
+run l3_0.3 ALIGN "$align"', "align_l3": 0.3, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100' &
 wait
-run l3_0.1 ALIGN '"align_l3": 0.1, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100' &
-run l3_0.3_max ALIGN '"align_l3": 0.3, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100, "align_target_pool": "max"' &
+run l3_0.1 ALIGN "$align"', "align_l3": 0.1, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100' &
+run l3_0.3_max ALIGN "$align"', "align_l3": 0.3, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100, "align_target_pool": "max"' &
 wait
-run l3_0.3_norm ALIGN '"align_l3": 0.3, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100, "align_target_pool": "norm"' &
-run l3_1_max ALIGN '"align_l3": 1.0, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100, "align_target_pool": "max"' &
+run l3_0.3_norm ALIGN "$align"', "align_l3": 0.3, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100, "align_target_pool": "norm"' &
+run l3_1_max ALIGN "$align"', "align_l3": 1.0, "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100, "align_target_pool": "max"' &
 wait
 python results/summarise_runs.py search "$runs" | tee results/align_schedule_search.txt
