@@ -1,6 +1,6 @@
 """Tables (and a figure) from the run folders made by results/*.sh.
 
-  python results/summarise_runs.py search RUNS          ALIGN schedule search (one seed)
+  python results/summarise_runs.py search RUNS [ERM_RUN] ALIGN schedule search (one seed)
   python results/summarise_runs.py compare RUNS [PNG]   ERM / DRE / ALIGN, seeds, both variants
 
 "train out" is the mean of the training domains' held-out (`out`) accuracies, the quantity
@@ -12,7 +12,7 @@ import os
 import sys
 
 TRAIN_ENVS, TEST_ENV = (0, 1, 2), 3
-TRACE_WINDOW = 200  # steps after the end of the classifier warm-up
+TRACE_WINDOW = 300  # steps after the end of the classifier warm-up: to the end of a 600-step run
 
 
 def records(run_dir):
@@ -43,17 +43,18 @@ def switch_stats(recs):
     return ref["step"], train_out(ref), low["step"], train_out(low), train_out(ref) - train_out(low)
 
 
-def search(root):
+def search(root, erm_run=None):
+    """One row per finished run under `root` (plus an ERM run with the same settings)."""
     print("ALIGN schedule search: SpuriousDigits (spurious), test env 3, seed 0, 600 steps,")
-    print("classifier warm-up 300 steps. train out = mean held-out acc of envs 0-2.")
-    print(f"train out at warm-up end = step {switch_stats(records(os.path.join(root, 'l3_1')))[0]}; "
-          f"lowest = lowest record in the {TRACE_WINDOW} steps after it.\n")
-    head = (f"{'run':<18}{'l3':>5}{'Wm':>5}{'ramp':>5}{'pool':>6}{'warm-up end':>12}{'lowest':>8}"
-            f"{'drop':>7}{'final train out':>16}{'final env3':>11}")
-    print(head)
-    for name in sorted(os.listdir(root)):
-        recs = records(os.path.join(root, name))
-        last = recs[-1]
+    print("classifier warm-up W = 300 steps. train out = mean held-out acc of envs 0-2; warm-up end =")
+    print(f"the last record before step W; lowest = the lowest record in the {TRACE_WINDOW} steps after it.\n")
+    print(f"{'run':<18}{'l3':>5}{'Wm':>5}{'ramp':>5}{'pool':>6}{'warm-up end':>12}{'lowest':>8}"
+          f"{'drop':>7}{'final train out':>16}{'final env3':>11}")
+    names = sorted(n for n in os.listdir(root) if os.path.exists(os.path.join(root, n, "done")))
+    dirs = [os.path.join(root, n) for n in names] + ([erm_run] if erm_run else [])
+    for run_dir in dirs:
+        recs = records(run_dir)
+        last, name = recs[-1], os.path.basename(run_dir)
         if schedule(last) is None:
             print(f"{name:<18}{'-':>5}{'-':>5}{'-':>5}{'-':>6}{'':>12}{'':>8}{'':>7}"
                   f"{train_out(last):>16.3f}{last[f'env{TEST_ENV}_in_acc']:>11.3f}")

@@ -266,19 +266,22 @@ STROKES_STEPS, STROKES_WARMUP = 300, 100
 
 @pytest.mark.slow
 def test_no_collapse_when_alignment_switches_on(tmp_path):
-    """Default l3, pool and ramp on SpuriousDigits, shortened warm-ups: the mean training-domain
-    `out` accuracy never drops more than 5 points below its end-of-warm-up value in the 200
-    steps after the switch (l3 = 1 switched on at once dropped it from 0.93 to 0.13)."""
-    warmup = 201  # a record lands on step 200, the last warm-up update
+    """Default l3 and pool on SpuriousDigits with the shortened schedule of results/ (warm-up
+    W = 300, masker alone 100, ramp 100, then 100 steps at full weight): the mean
+    training-domain `out` accuracy never drops more than 5 points below its value at the end of
+    the warm-up, from then to the end, i.e. 200 steps after the alignment switches on (l3 = 1
+    switched on at once dropped it from 0.93 to 0.13)."""
+    warmup = 300
     out = tmp_path / "run"
     run_module("domainbed_align.train", "--algorithm", "ALIGN", "--test_envs", "3",
-               "--steps", str(warmup + 200), "--checkpoint_freq", "20", "--output_dir", out,
+               "--steps", str(warmup + 300), "--checkpoint_freq", "23", "--output_dir", out,  # 23 * 13 = 299
                "--hparams", json.dumps({"explain_n": 0, "align_warmup_steps": warmup,
-                                        "align_masker_warmup_steps": 50, "align_l3_ramp_steps": 50}))
+                                        "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100}))
     recs = {r["step"]: r for r in map(json.loads, open(out / "results.jsonl"))}
     train_out = {s: sum(r[f"env{i}_out_acc"] for i in range(3)) / 3 for s, r in recs.items()}
     ref = train_out[warmup - 1]
     assert ref > 0.8, ref  # the warm-up did learn the task
-    after = {s: a for s, a in train_out.items() if warmup - 1 < s <= warmup - 1 + 200}
-    assert len(after) == 10 and recs[warmup - 1 + 200]["align_weight"] > 0
+    after = {s: a for s, a in train_out.items() if s > warmup - 1}
+    assert len(after) == 14 and recs[warmup + 299]["align_weight"] == hparams_registry.default_hparams(
+        "ALIGN", "SpuriousDigits")["align_l3"]
     assert min(after.values()) >= ref - 0.05, (ref, after)
