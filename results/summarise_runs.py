@@ -50,7 +50,8 @@ def search(root, erm_run=None):
     print(f"the last record before step W; lowest = the lowest record in the {TRACE_WINDOW} steps after it.\n")
     print(f"{'run':<18}{'l3':>5}{'Wm':>5}{'ramp':>5}{'pool':>6}{'warm-up end':>12}{'lowest':>8}"
           f"{'drop':>7}{'final train out':>16}{'final env3':>11}")
-    names = sorted(n for n in os.listdir(root) if os.path.exists(os.path.join(root, n, "done")))
+    names = sorted(n for n in os.listdir(root) if os.path.exists(os.path.join(root, n, "done"))
+                   and os.path.exists(os.path.join(root, n, "results.jsonl")))
     dirs = [os.path.join(root, n) for n in names] + ([erm_run] if erm_run else [])
     for run_dir in dirs:
         recs = records(run_dir)
