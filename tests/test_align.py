@@ -276,7 +276,8 @@ def test_no_collapse_when_alignment_switches_on(tmp_path):
     run_module("domainbed_align.train", "--algorithm", "ALIGN", "--test_envs", "3",
                "--steps", str(warmup + 300), "--checkpoint_freq", "23", "--output_dir", out,  # 23 * 13 = 299
                "--hparams", json.dumps({"explain_n": 0, "align_warmup_steps": warmup,
-                                        "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100}))
+                                        "align_masker_warmup_steps": 100, "align_l3_ramp_steps": 100}),
+               timeout=1800)
     recs = {r["step"]: r for r in map(json.loads, open(out / "results.jsonl"))}
     train_out = {s: sum(r[f"env{i}_out_acc"] for i in range(3)) / 3 for s, r in recs.items()}
     ref = train_out[warmup - 1]
