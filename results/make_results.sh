@@ -3,7 +3,8 @@
 # ERM, DRE and ALIGN at EQUAL steps on SpuriousDigits (test domain 3), seeds 0-2 (--seed and
 # --trial_seed), the default (spurious) and the clean variant; default hparams except ALIGN's
 # schedule, shortened to fit the run (classifier warm-up 300, masker alone 100, l3 ramp 100).
-#   bash results/make_results.sh     (~40 min on 2 otherwise idle CPU cores; finished runs are skipped)
+#   bash results/make_results.sh   (estimated ~15 min on 2 idle CPU cores, 65 min on our loaded
+#   shared machine; finished runs are skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-out/results_runs}

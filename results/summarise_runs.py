@@ -102,6 +102,13 @@ def compare(root, png=None):
                 m, se = mean_se([r[k] for r in lasts])
                 cells.append(f"{m:.3f} +- {se:.3f}")
             print(f"{variant:<10}{alg:<10}{len(lasts):>3}" + "".join(f"{c:>16}" for c in cells))
+    print(f"\nPer seed, env{TEST_ENV} (test) accuracy:")
+    for variant in ("spurious", "clean"):
+        for alg in ("ERM", "DRE", "ALIGN"):
+            rs = runs.get((variant, alg), [])
+            if rs:
+                print(f"  {variant:<10}{alg:<7}" + "  ".join(
+                    f"{seed} {recs[-1][f'env{TEST_ENV}_in_acc']:.3f}" for seed, recs in rs))
     print(f"\nALIGN around the switch: train out (mean of env0-2 out) per record; W = end of the "
           f"classifier warm-up,\nthen masker alone, then alignment weight ramping to l3. "
           f"Lowest = lowest record in the {TRACE_WINDOW} steps after W.")
@@ -111,7 +118,7 @@ def compare(root, png=None):
             ref_step, ref, low_step, low, drop = switch_stats(recs)
             trace = " ".join(f"{r['step']}:{train_out(r):.3f}" for r in recs
                              if w - 1 - 50 <= r["step"] <= w - 1 + TRACE_WINDOW)
-            print(f"{variant} {seed}: W={w} align from {a} full at {full}; at W-1 {ref:.3f}, lowest "
+            print(f"{variant} {seed}: W={w} align from {a} full at {full}; end of warm-up (step {ref_step}) {ref:.3f}, lowest "
                   f"{low:.3f} (step {low_step}), drop {drop:+.3f}\n  {trace}")
     if png:
         plot(runs, png)
