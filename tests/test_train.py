@@ -178,4 +178,5 @@ def test_unreadable_image_and_missing_masks(tmp_path, capsys):
     assert proc.returncode == 2
     assert "cannot read image" in proc.stderr and "1.jpg" in proc.stderr and "Traceback" not in proc.stderr
     rc, err = _train_in_process(capsys, *common, "--output_dir", tmp_path / "o2", "--mask_dir", tmp_path / "masks")
-    assert rc == 2 and "python -m domainbed_align.datasets.masks" in err.splitlines()[-1]
+    assert rc == 2 and "masks missing under" in err.splitlines()[-1]
+    assert "python -m domainbed_align.datasets.masks" in err.splitlines()[-1]

@@ -3,11 +3,17 @@
 A classifier and a soft masker trained in alternation, each with the other frozen:
 - masker step:  L_mask = MSE(p_y(x*M) - p_y(x*(1-M)), 1) + l1 * mean(M) + l2 * TV(M)
   (the kept evidence should carry the prediction and the removed part should not);
-- classifier step: L_clf = CE + l3 * BCE(norm(GradCAM_y(x)), pool(M(x))) + l4 * L_reg
+- classifier step: L_clf = CE + w_t * BCE(norm(ReLU(GradCAM_y(x))), pool(M(x))) + l4 * L_reg
   (Grad-CAM pulled towards the mask; L_reg is DRE's same-class mixup regulariser).
-Warm-up trains the classifier alone with CE + l4 * L_reg. One `update()` is one round:
-`masker_steps` masker updates, then `classifier_steps` classifier updates, on the same batch,
-so the classifier is updated at least as often as ERM's per DomainBed step.
+Schedule, in DomainBed steps t (one `update()` each):
+- t < W (`align_warmup_steps`): the classifier alone, CE + l4 * L_reg;
+- W <= t < W + Wm (`align_masker_warmup_steps`): the masker learns from the warmed-up
+  classifier, which keeps training without alignment (aligning to a masker that has not
+  learned anything yet pulls the classifier to a blank target and collapsed it);
+- then alignment is on with weight w_t = l3 * min(1, (t - W - Wm + 1) / R), R =
+  `align_l3_ramp_steps` (0: full weight at once).
+Each step after W is `masker_steps` masker updates and `classifier_steps` classifier updates on
+the same batch; with the default 1 and 1 the classifier gets as many updates as ERM's.
 """
 import contextlib
 from typing import Dict
@@ -22,6 +28,19 @@ from domainbed_align.algorithms.dre import dre_regulariser
 from domainbed_align.explain.gradcam import grad_cam, normalize_cam
 
 BCE_EPS = 1e-6
+TARGET_POOLS = ("avg", "max", "norm")
+
+
+def pool_mask(m: torch.Tensor, size, how: str) -> torch.Tensor:
+    """The mask (B, 1, H, W) pooled to the Grad-CAM grid (B, h, w): `avg` (a cell's share of
+    mask), `max` (a cell holding any relevant pixel is relevant: thin strokes are not blended
+    with their background) or `norm` (avg, then per-sample min-max to [0, 1])."""
+    if how == "max":
+        return F.adaptive_max_pool2d(m, size)[:, 0]
+    if how not in ("avg", "norm"):
+        raise ValueError(f"align_target_pool must be one of {', '.join(TARGET_POOLS)}, got {how!r}")
+    pooled = F.adaptive_avg_pool2d(m, size)[:, 0]
+    return normalize_cam(pooled) if how == "norm" else pooled
 
 
 @contextlib.contextmanager
@@ -77,7 +96,7 @@ class ALIGN(Algorithm):
             return torch.cat([fill + (x - fill) * m, x - (x - fill) * m])
         if self.hparams["mask_fill"] != "zero":
             raise ValueError(f"mask_fill must be 'zero' or 'blur', got {self.hparams['mask_fill']!r}")
-        xm = x * m  # fill 0 in normalised space: the mean colour
+        xm = x * m  # fill 0 in normalised space: the normalisation mean (a grey)
         return torch.cat([xm, x - xm])
 
     def masker_step(self, x, y) -> Dict[str, float]:
@@ -93,7 +112,8 @@ class ALIGN(Algorithm):
         return {"mask_loss": loss.item(), "mask_dist": dist.item(), "mask_l1": area.item(),
                 "mask_tv": tv.item(), "mask_area": area.item()}
 
-    def classifier_step(self, x, y, align: bool) -> Dict[str, float]:
+    def classifier_step(self, x, y, align_weight: float) -> Dict[str, float]:
+        """One classifier update: CE + l4 * L_reg (+ align_weight * alignment if > 0)."""
         hp = self.hparams
         create_graph = hp["align_create_graph"]
         if hp["align_l4"] > 0:
@@ -101,38 +121,51 @@ class ALIGN(Algorithm):
                                                   hp, create_graph=create_graph)
         else:
             cam, logits = grad_cam(self.network, self.cam_layer, x, y, create_graph=create_graph,
-                                   detach_weights=not create_graph, relu=True)
+                                   detach_weights=not create_graph)
             reg = torch.zeros((), device=x.device)
         ce = F.cross_entropy(logits, y)
         loss = ce + hp["align_l4"] * reg
-        out = {"ce": ce.item(), "reg": reg.item()}
-        if align:
-            with torch.no_grad(), frozen(self.masker):
-                target = F.adaptive_avg_pool2d(self.masker(x), cam.shape[-2:])[:, 0]  # (B, h, w)
-            g = normalize_cam(cam, rel_eps=hp["cam_rel_eps"]).clamp(BCE_EPS, 1 - BCE_EPS)
-            align_loss = F.binary_cross_entropy(g, target)
-            loss = loss + hp["align_l3"] * align_loss
+        out = {"ce": ce.item(), "reg": reg.item(), "align_weight": float(align_weight)}
+        if align_weight > 0:
+            align_loss = self.alignment_loss(x, F.relu(cam))
+            loss = loss + align_weight * align_loss
             out["align"] = align_loss.item()
         _descend(self.optimizer, self.network, loss)
         out["loss"] = loss.item()
         return out
 
+    def alignment_loss(self, x, cam):
+        """BCE(clamp(norm(cam)), pool(M(x))): cam (B, h, w) ReLU'd; the mask is a constant."""
+        with torch.no_grad(), frozen(self.masker):
+            target = pool_mask(self.masker(x), cam.shape[-2:], self.hparams["align_target_pool"])
+        g = normalize_cam(cam, rel_eps=self.hparams["cam_rel_eps"]).clamp(BCE_EPS, 1 - BCE_EPS)
+        return F.binary_cross_entropy(g, target)
+
+    def align_weight(self, t: int) -> float:
+        """Weight of the alignment term at step t (0 before the masker has warmed up)."""
+        hp = self.hparams
+        start = hp["align_warmup_steps"] + hp["align_masker_warmup_steps"]
+        if t < start:
+            return 0.0
+        ramp = hp["align_l3_ramp_steps"]
+        return hp["align_l3"] * (min(1.0, (t - start + 1) / ramp) if ramp > 0 else 1.0)
+
     # ------------------------------------------------------------------ DomainBed API
     def update(self, minibatches, unlabeled=None):
         x, y, _ = concat_batches(minibatches)
         hp = self.hparams
-        warm = int(self.update_count) < hp["align_warmup_steps"]
+        t = int(self.update_count)
         self.update_count += 1
-        if warm:
+        if t < hp["align_warmup_steps"]:
             with frozen(self.masker):
-                return self.classifier_step(x, y, align=False)
+                return self.classifier_step(x, y, align_weight=0.0)
         vals: Dict[str, list] = {}
         for _ in range(hp["masker_steps"]):
             for k, v in self.masker_step(x, y).items():
                 vals.setdefault(k, []).append(v)
         with frozen(self.masker):
             for _ in range(hp["classifier_steps"]):
-                for k, v in self.classifier_step(x, y, align=True).items():
+                for k, v in self.classifier_step(x, y, self.align_weight(t)).items():
                     vals.setdefault(k, []).append(v)
         return {k: sum(v) / len(v) for k, v in vals.items()}
 

@@ -2,10 +2,18 @@
 
 Same-class mixup of images: the Grad-CAM of a mixed image should be the same mix of the two
 Grad-CAMs (consistency), Grad-CAMs should be sparse, and the mixed image keeps its label. ALIGN
-borrows it as L_reg. Batched: one permutation inside each class and one forward over
-[x, x_mix] serve every class at once; terms are averaged per class, then over classes.
+borrows it as L_reg. Computed as DRE's public code (`dre/mixuploss.py`) computes it:
+- Grad-CAM as captum's `LayerGradCam` defaults: no ReLU, channel weights without a graph
+  (constants; the map stays differentiable through the activations), plain per-sample min-max;
+- partners: a random permutation inside each class; lambda ~ Beta(0.2, 0.2) per sample;
+- sparsity: the mean of the clean and the mixed maps' `torch.linalg.norm(map, dim=(1, 2),
+  ord=1)` on the (n, 1, h, w) map, i.e. the mean over columns of each column's largest value;
+- each term is averaged inside a class, summed over the classes present and divided by the
+  dataset's number of classes.
+Batched: one forward over [x, x_mix] and per-sample weights 1 / n_class replace the per-class
+loop, so the cost does not grow with the number of classes.
 """
-from typing import Dict, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,63 +21,83 @@ from torch import Tensor
 
 from domainbed_align.algorithms import register_algorithm
 from domainbed_align.algorithms.base import ERM, concat_batches, step
-from domainbed_align.explain.gradcam import grad_cam, normalize_cam
+from domainbed_align.explain.gradcam import grad_cam_parts, normalize_cam
 
 
-def same_class_mix(x: Tensor, y: Tensor, num_classes: int, alpha: float, generator=None):
-    """x_mix, partner index and per-sample lambda; lambda ~ Beta(alpha, alpha), one per class."""
-    B = len(y)
-    keys = torch.rand(B, generator=generator).to(x.device) + y.to(x.dtype) * 2  # sort by class, random inside
-    order = torch.argsort(keys)
-    sorted_y = y[order]
-    # within each class run, a random cyclic shift by one of its shuffled order
-    shuffled = torch.empty_like(order)
-    starts = torch.ones_like(sorted_y, dtype=torch.bool)
-    starts[1:] = sorted_y[1:] != sorted_y[:-1]
-    run_id = torch.cumsum(starts.long(), 0) - 1
-    run_start = torch.nonzero(starts).squeeze(1)
-    run_len = torch.bincount(run_id)
-    pos = torch.arange(B, device=x.device) - run_start[run_id]
-    nxt = run_start[run_id] + (pos + 1) % run_len[run_id]
-    shuffled[order] = order[nxt]
-    lam_class = torch.distributions.Beta(alpha, alpha).sample((num_classes,)).to(x.device)
-    lam = lam_class[y].view(-1, 1, 1, 1)
-    return lam * x + (1 - lam) * x[shuffled], shuffled, lam.view(-1)
+def same_class_partners(y: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """partner[i]: a uniformly random permutation inside each class (a sample may be its own).
+
+    Sorting by (class, random key) twice gives two random orders of each class's run; pairing
+    the runs position by position is a random bijection inside each class.
+    """
+    keys = [y.double() * 2 + torch.rand(len(y), generator=generator, dtype=torch.float64).to(y.device)
+            for _ in range(2)]
+    first, second = torch.argsort(keys[0]), torch.argsort(keys[1])
+    partner = torch.empty_like(first)
+    partner[first] = second
+    return partner
 
 
-def _per_class_mean(values: Tensor, y: Tensor, num_classes: int) -> Tensor:
-    """Mean over the classes present of the per-class mean of `values` (B,)."""
-    sums = torch.zeros(num_classes, device=values.device, dtype=values.dtype).index_add_(0, y, values)
+def mixup_draw(y: Tensor, alpha: float) -> Tuple[Tensor, Tensor]:
+    """(partner (B,), lambda (B,)): DRE's random draws for one batch, lambda ~ Beta(alpha, alpha)."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((len(y),))
+    return same_class_partners(y), lam.to(y.device)
+
+
+def column_max_norm(g: Tensor) -> Tensor:
+    """DRE's sparsity of maps g (B, h, w): `torch.linalg.norm(g[:, None], dim=(1, 2), ord=1)`
+    is the matrix 1-norm of each (1, h) slice, i.e. max_h |g|, then averaged over w -> (B,)."""
+    return g.abs().amax(dim=1).mean(dim=1)
+
+
+def _class_sum(values: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """sum over the classes present of the class's mean of `values` (B,), / num_classes."""
     counts = torch.bincount(y, minlength=num_classes).to(values.dtype)
-    present = counts > 0
-    return (sums[present] / counts[present]).mean()
+    return (values / counts[y]).sum() / num_classes
 
 
-def dre_terms(cam: Tensor, logits_mix: Tensor, cam_mix: Tensor, y: Tensor, partner: Tensor,
+def dre_terms(cam: Tensor, cam_mix: Tensor, logits_mix: Tensor, y: Tensor, partner: Tensor,
               lam: Tensor, num_classes: int, rel_eps: float = 0.0) -> Dict[str, Tensor]:
-    """DRE's three terms from the Grad-CAMs of x and x_mix (cam, cam_mix: (B, h, w), ReLU'd)."""
+    """DRE's three terms from the raw Grad-CAMs (B, h, w) of x and x_mix and x_mix's logits."""
     g, g_mix = normalize_cam(cam, rel_eps=rel_eps), normalize_cam(cam_mix, rel_eps=rel_eps)
-    target = lam.view(-1, 1, 1) * g + (1 - lam.view(-1, 1, 1)) * g[partner]
-    consistency = (g_mix - target).abs().mean(dim=(1, 2))
-    sparsity = g.mean(dim=(1, 2))
-    ce_mix = F.cross_entropy(logits_mix, y, reduction="none")
-    return {k: _per_class_mean(v, y, num_classes) for k, v in
-            (("consistency", consistency), ("sparsity", sparsity), ("ce_mix", ce_mix))}
+    lam = lam.view(-1, 1, 1).to(g.dtype)
+    target = lam * g + (1 - lam) * g[partner]
+    per_sample = {
+        "consistency": (g_mix - target).abs().mean(dim=(1, 2)),
+        "sparsity": 0.5 * (column_max_norm(g) + column_max_norm(g_mix)),
+        "ce_mix": F.cross_entropy(logits_mix, y, reduction="none"),
+    }
+    return {k: _class_sum(v, y, num_classes) for k, v in per_sample.items()}
+
+
+class Regularised(NamedTuple):
+    logits: Tensor   # (B, K) of the clean images, with graph
+    cam: Tensor      # (B, h, w) raw Grad-CAM of the clean images; alpha keeps its graph iff asked
+    reg: Tensor      # weighted L_reg
+    terms: Dict[str, Tensor]
 
 
 def dre_regulariser(network, layer, x: Tensor, y: Tensor, num_classes: int, hparams: dict,
-                    create_graph: bool = True) -> Tuple[Tensor, Tensor, Tensor, Dict[str, Tensor]]:
-    """One forward over [x, x_mix]: returns (logits of x, Grad-CAM of x (ReLU), L_reg, terms)."""
+                    create_graph: bool = False, partner: Optional[Tensor] = None,
+                    lam: Optional[Tensor] = None) -> Regularised:
+    """L_reg from one forward over [x, x_mix]. DRE's terms always use constant channel weights;
+    `create_graph` only keeps alpha's graph in the returned clean `cam` (ALIGN's alignment).
+    `partner` and `lam` can be injected (tests); otherwise they are drawn as DRE draws them."""
     B = len(y)
-    x_mix, partner, lam = same_class_mix(x, y, num_classes, hparams["dre_mix_alpha"])
-    cam_all, logits_all = grad_cam(network, layer, torch.cat([x, x_mix]), torch.cat([y, y]),
-                                   create_graph=create_graph, detach_weights=not create_graph, relu=True)
-    terms = dre_terms(cam_all[:B], logits_all[B:], cam_all[B:], y, partner, lam, num_classes,
-                      rel_eps=hparams["cam_rel_eps"])
+    if partner is None or lam is None:
+        partner, lam = mixup_draw(y, hparams["dre_mix_alpha"])
+    lam4 = lam.view(-1, 1, 1, 1).to(x.dtype)
+    x_mix = lam4 * x + (1 - lam4) * x[partner]
+    A, alpha, logits_all = grad_cam_parts(network, layer, torch.cat([x, x_mix]), torch.cat([y, y]),
+                                          create_graph=create_graph)
+    cam_const = (alpha.detach() * A).sum(dim=1)  # (2B, h, w), captum's LayerGradCam
+    terms = dre_terms(cam_const[:B], cam_const[B:], logits_all[B:], y, partner, lam, num_classes,
+                      rel_eps=hparams["dre_cam_rel_eps"])
     reg = (hparams["dre_consistency_weight"] * terms["consistency"]
            + hparams["dre_sparsity_weight"] * terms["sparsity"]
            + hparams["dre_ce_weight"] * terms["ce_mix"])
-    return logits_all[:B], cam_all[:B], reg, terms
+    cam = (alpha[:B] * A[:B]).sum(dim=1) if create_graph else cam_const[:B]
+    return Regularised(logits_all[:B], cam, reg, terms)
 
 
 @register_algorithm
@@ -78,10 +106,9 @@ class DRE(ERM):
 
     def update(self, minibatches, unlabeled=None):
         x, y, _ = concat_batches(minibatches)
-        logits, _, reg, terms = dre_regulariser(self.network, self.cam_layer, x, y, self.num_classes,
-                                                self.hparams)
-        ce = F.cross_entropy(logits, y)
-        loss = ce + self.hparams["dre_weight"] * reg
+        out = dre_regulariser(self.network, self.cam_layer, x, y, self.num_classes, self.hparams)
+        ce = F.cross_entropy(out.logits, y)
+        loss = ce + self.hparams["dre_weight"] * out.reg
         step(self.optimizer, loss)
-        return {"loss": loss.item(), "ce": ce.item(), "reg": reg.item(),
-                **{f"reg_{k}": v.item() for k, v in terms.items()}}
+        return {"loss": loss.item(), "ce": ce.item(), "reg": out.reg.item(),
+                **{f"reg_{k}": v.item() for k, v in out.terms.items()}}

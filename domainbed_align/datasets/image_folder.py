@@ -130,7 +130,8 @@ class ImageFolderDataset(MultipleDomainDataset):
                 missing.append(mask)
         if missing:
             raise DataError(f"{len(missing)} masks missing under {mask_dir} (first: {missing[0]}); "
-                            f"make them with `{MASK_COMMAND}`")
+                            f"every image needs a mask at <mask_dir>/<Domain>/<class>/<stem>.png; make "
+                            f"the missing ones with `{MASK_COMMAND}` (it skips masks already written)")
         return paths
 
 

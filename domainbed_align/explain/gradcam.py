@@ -17,6 +17,33 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor, target: Tensor | int
              relu: bool = False) -> tuple[Tensor, Tensor]:
     """Grad-CAM of `target` at the output of `layer`, from one forward pass of `model`.
 
+    cam = sum_k alpha_k A_k with (A, alpha, logits) from `grad_cam_parts`.
+
+    Args:
+        detach_weights: detach alpha even when `create_graph` is True; the cam stays
+            differentiable through A.
+        relu: apply ReLU to the cam (Grad-CAM's positive evidence).
+        (the others as in `grad_cam_parts`)
+
+    Returns:
+        cam (B, h, w) and logits (B, K). Both carry a graph when gradients are enabled, so a
+        caller can add CE on the logits and a CAM loss and back-propagate once.
+    """
+    A, alpha, logits = grad_cam_parts(model, layer, x, target, create_graph)
+    with torch.enable_grad():
+        if detach_weights:
+            alpha = alpha.detach()
+        cam = (alpha * A).sum(dim=1)  # (B, h, w)
+        if relu:
+            cam = F.relu(cam)
+    return cam, logits
+
+
+def grad_cam_parts(model: nn.Module, layer: nn.Module, x: Tensor,
+                   target: Tensor | int | None = None,
+                   create_graph: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """The pieces of Grad-CAM of `target` at the output of `layer`, from one forward pass.
+
     alpha_k = mean_{h,w} d(sum_b z[b, target_b]) / dA_k and cam = sum_k alpha_k A_k. Samples do
     not interact (no batch-coupled layers in eval mode), so summing the target logits over the
     batch gives every sample its own gradient in one call.
@@ -28,13 +55,10 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor, target: Tensor | int
         target: class per sample (B,), one int for all, or None for the predicted class.
         create_graph: keep the graph of alpha so a loss on the cam reaches every layer,
             including the ones after `layer` (the head). With False alpha is a constant.
-        detach_weights: detach alpha even when `create_graph` is True; the cam stays
-            differentiable through A.
-        relu: apply ReLU to the cam (Grad-CAM's positive evidence).
 
     Returns:
-        cam (B, h, w) and logits (B, K). Both carry a graph when gradients are enabled, so a
-        caller can add CE on the logits and a CAM loss and back-propagate once.
+        A (B, C', h, w), alpha (B, C', 1, 1) and logits (B, K), for callers that need the cam
+        with and without alpha's graph from one forward (ALIGN with DRE's L_reg).
     """
     captured: list[Tensor] = []
 
@@ -73,12 +97,7 @@ def grad_cam(model: nn.Module, layer: nn.Module, x: Tensor, target: Tensor | int
         score = logits.gather(1, target.view(-1, 1)).sum()
         (dA,) = torch.autograd.grad(score, A, create_graph=create_graph, retain_graph=True)
         alpha = dA.mean(dim=(2, 3), keepdim=True)  # (B, C', 1, 1)
-        if detach_weights:
-            alpha = alpha.detach()
-        cam = (alpha * A).sum(dim=1)  # (B, h, w)
-        if relu:
-            cam = F.relu(cam)
-    return cam, logits
+    return A, alpha, logits
 
 
 def normalize_cam(cam: Tensor, eps: float = 1e-8, rel_eps: float = 0.0) -> Tensor:
