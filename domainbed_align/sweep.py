@@ -50,6 +50,7 @@ DEFAULTS = {
     "steps": None,
     "checkpoint_freq": None,
     "hparams": None,
+    "algorithm_hparams": None,    # ours: {"ALIGN": {...}} on top of --hparams for one algorithm
     "holdout_fraction": 0.2,
     "single_test_envs": False,
     "skip_confirmation": False,
@@ -69,7 +70,8 @@ DEFAULTS = {
 }
 # Flags that define the job list: with none of them (and no --config) the quick sweep runs.
 JOB_FLAGS = ("datasets", "algorithms", "task", "n_hparams_from", "n_hparams", "n_trials", "steps",
-             "checkpoint_freq", "hparams", "holdout_fraction", "single_test_envs", "mask_dir")
+             "checkpoint_freq", "hparams", "algorithm_hparams", "holdout_fraction",
+             "single_test_envs", "mask_dir")
 
 DONE, INCOMPLETE, NOT_LAUNCHED = "Done", "Incomplete", "Not launched"   # upstream's states
 RUNNING, PENDING, FAILED = "Running", "Pending", "Failed"
@@ -141,8 +143,16 @@ def make_args_list(cfg: dict) -> List[dict]:
                         for key in ("steps", "hparams", "checkpoint_freq", "mask_dir"):
                             if cfg[key] is not None:
                                 args[key] = cfg[key]
+                        own = (cfg["algorithm_hparams"] or {}).get(algorithm)
+                        if own:
+                            args["hparams"] = job_hparams(cfg["hparams"], own)
                         args_list.append(args)
     return args_list
+
+
+def job_hparams(shared: Optional[str], own: dict) -> str:
+    """The --hparams JSON of a job whose algorithm has its own overrides (they win)."""
+    return json.dumps({**(json.loads(shared) if shared else {}), **own}, sort_keys=True)
 
 
 def n_environments(dataset: str) -> int:
@@ -304,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--checkpoint_freq", type=int, help="steps between records (ours)")
     p.add_argument("--hparams", type=str, help="JSON object applied on top of every job's hparams")
+    p.add_argument("--algorithm_hparams", type=_json_object,
+                   help="JSON object of algorithm -> hparams applied on top of --hparams for that "
+                        "algorithm only, e.g. '{\"ALIGN\": {\"align_warmup_steps\": 300}}'")
     p.add_argument("--holdout_fraction", type=float)
     p.add_argument("--single_test_envs", action="store_true")
     p.add_argument("--skip_confirmation", action="store_true")
@@ -452,6 +465,13 @@ def check_config(cfg: dict, source: dict) -> None:
         raise ConfigError(f"--local_workers applies to --command_launcher local, not {launcher}")
     if cfg["local_workers"] < 1:
         raise ConfigError(f"--local_workers must be >= 1, got {cfg['local_workers']}")
+    for alg, own in (cfg["algorithm_hparams"] or {}).items():
+        if not isinstance(own, dict):
+            raise ConfigError(f"--algorithm_hparams maps an algorithm to a JSON object of hparams; "
+                              f"{alg} has {own!r}")
+        if alg not in cfg["algorithms"]:
+            raise ConfigError(f"--algorithm_hparams names {alg}, which is not among the sweep's "
+                              f"algorithms ({', '.join(cfg['algorithms'])})")
     for ds in cfg["datasets"]:
         if ds not in catalog.DATASET_ENVIRONMENTS:
             n_environments(ds)  # unknown name: the registry's error lists the known ones
@@ -482,7 +502,8 @@ def check_launch(cfg: dict) -> None:
         for alg_name, alg in algorithms.items():
             if alg.NEEDS_MASKS and not has_masks:
                 raise ConfigError(f"{missing_masks_message(alg_name, name)}, or drop {alg_name}")
-            hparams_registry.run_hparams(alg_name, name, 0, 0, overrides)  # unknown names
+            own = (cfg["algorithm_hparams"] or {}).get(alg_name, {})
+            hparams_registry.run_hparams(alg_name, name, 0, 0, {**overrides, **own})  # unknown names
     launcher = cfg["command_launcher"]
     if launcher == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--command_launcher slurm but sbatch is not on PATH; run on a SLURM "

@@ -54,6 +54,33 @@ def test_our_keys_enter_the_identity_only_when_set():
     assert masked == dict(plain, mask_dir="/m")
 
 
+def test_algorithm_hparams_reach_only_their_algorithm():
+    """Per-algorithm overrides win over --hparams for that algorithm; the others keep upstream's
+    identity (the shared --hparams string, byte for byte)."""
+    shared = '{"lr": 0.001, "explain_n": 4}'
+    jobs = sweep.make_args_list(_cfg(algorithms=["ERM", "ALIGN"], n_trials=1, n_hparams=1,
+                                     single_test_envs=True, hparams=shared,
+                                     algorithm_hparams={"ALIGN": {"lr": 0.01, "align_l3": 0.5}}))
+    erm = [a["hparams"] for a in jobs if a["algorithm"] == "ERM"]
+    align = [a["hparams"] for a in jobs if a["algorithm"] == "ALIGN"]
+    assert erm == [shared] * 4
+    assert align == ['{"align_l3": 0.5, "explain_n": 4, "lr": 0.01}'] * 4
+    alone = sweep.make_args_list(_cfg(algorithms=["ALIGN"], n_trials=1, n_hparams=1,
+                                      algorithm_hparams={"ALIGN": {"align_l3": 0.5}}))[0]
+    assert alone["hparams"] == '{"align_l3": 0.5}'
+
+
+def test_algorithm_hparams_errors(tmp_path, capsys):
+    base = ["status", "--datasets", "SpuriousDigits", "--algorithms", "ERM", "--output_dir", tmp_path]
+    rc, _, err = _main(capsys, *base, "--algorithm_hparams", '{"ALIGN": {"align_l3": 1}}')
+    assert rc == 2 and "--algorithm_hparams names ALIGN, which is not among the sweep's algorithms" in err
+    rc, _, err = _main(capsys, *base, "--algorithm_hparams", '{"ERM": 3}')
+    assert rc == 2 and "ERM has 3" in err
+    rc, _, err = _main(capsys, "launch", *base[1:], "--skip_confirmation", "--command_launcher", "dummy",
+                       "--algorithm_hparams", '{"ERM": {"align_l3": 1}}')
+    assert rc == 2 and "align_l3" in err
+
+
 def test_job_list_order_and_test_envs():
     assert sweep.test_env_lists(4, "domain_generalization", False) == \
         [[0], [0, 1], [0, 2], [0, 3], [1], [1, 2], [1, 3], [2], [2, 3], [3]]
