@@ -127,10 +127,11 @@ def test_clean_sweep_has_no_warnings(tmp_path):
 
 def test_read_jsonl_skips_and_counts(tmp_path):
     p = tmp_path / "results.jsonl"
-    _write(p, ['{"step": 0}\n', "  \n", '{"step": 1}\n', "[1]\n", '{"step": 2, "x', "\n"])
+    _write(p, ['{"step": 0}\n', "  \n", '{"st\n', '{"step": 1}\n', "[1]\n", "nul\n",
+               '{"step": 2}\n', '{"step": 3, "x'])
     records, skipped = read_jsonl(str(p))
-    assert records == [{"step": 0}, {"step": 1}]
-    assert skipped == 2
+    assert records == [{"step": 0}, {"step": 1}, {"step": 2}]
+    assert skipped == 4
 
 
 def test_is_done(tmp_path):

@@ -34,7 +34,7 @@ DRE_FIXED = {"dre_consistency_weight": 1.0, "dre_sparsity_weight": 0.5, "dre_ce_
              "dre_mix_alpha": 0.2, "cam_rel_eps": 1e-2}
 
 
-@pytest.mark.parametrize("seed", [1, 2, 12345])
+@pytest.mark.parametrize("seed", [1, 3, 6, 12345])
 def test_shared_ranges_are_the_documented_distributions(seed):
     for dataset, ranges in (("SpuriousDigits", SMALL), ("Debug28", SMALL), ("VLCS", LARGE)):
         hp = reg.random_hparams("ERM", dataset, seed)
@@ -113,6 +113,18 @@ def test_run_hparams_uses_seed_hash_of_both_seeds():
     assert reg.run_hparams("ALIGN", "SpuriousDigits", 3, 1, {}) == expected
     assert reg.run_hparams("ALIGN", "SpuriousDigits", 0, 5, None) == \
         reg.default_hparams("ALIGN", "SpuriousDigits")
+
+
+def test_resnet_dropout_takes_each_of_its_values():
+    assert {reg.random_hparams("ERM", "VLCS", s)["resnet_dropout"] for s in range(1, 7)} == \
+        {0.0, 0.1, 0.5}
+
+
+def test_unknown_override_message_lists_every_known_name():
+    known = ", ".join(sorted(reg.default_hparams("ERM", "Debug28")))
+    with pytest.raises(reg.ConfigError) as e:
+        reg.run_hparams("ERM", "Debug28", 0, 0, {"lrr": 1})
+    assert str(e.value) == f"unknown hparam 'lrr' for ERM on Debug28; known: {known}"
 
 
 def test_declaring_twice_is_refused():
