@@ -22,6 +22,7 @@ MODULES=("${@:-${ALL[@]}}")
 command -v mutmut >/dev/null || { echo "error: mutmut is not installed; pip install -e \".[dev]\"" >&2; exit 2; }
 
 mkdir -p mutants
+[ -n "${MUTATION_KEEP_STATS:-}" ] || rm -f mutants/mutmut-stats.json  # tests may have changed
 for m in "${MODULES[@]}"; do
     patterns=$(python benchmarks/mutation_report.py --patterns "$m")
     echo "== $m: mutmut run $patterns" >&2
@@ -29,6 +30,7 @@ for m in "${MODULES[@]}"; do
     # shellcheck disable=SC2086
     mutmut run --max-children "$CHILDREN" $patterns > "mutants/$m.log" 2>&1 || {
         echo "error: mutmut failed on $m; see mutants/$m.log" >&2; tail -20 "mutants/$m.log" >&2; exit 1; }
+    python benchmarks/mutation_report.py --snapshot "$m"
     echo "   $(( $(date +%s) - start )) s" >&2
 done
 python benchmarks/mutation_report.py --out "$OUT" "${MODULES[@]}"

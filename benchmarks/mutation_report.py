@@ -42,12 +42,37 @@ STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "no
 EQUIVALENT_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mutation_equivalent.txt")
 
 
-def load_results():
+SNAPSHOTS = "mutants/snapshots"
+
+
+def load_meta():
     out = {}
     for path in glob.glob("mutants/domainbed_align/**/*.meta", recursive=True):
         with open(path) as f:
             out.update(json.load(f)["exit_code_by_key"])
     return out
+
+
+def module_names(results, module):
+    return sorted(n for n in results if any(fnmatch.fnmatchcase(n, p) for p in MODULES[module]))
+
+
+def snapshot(module):
+    """Keep a module's results right after its run: a later run whose test selection changed
+    resets mutmut's stored results of every module."""
+    results = load_meta()
+    os.makedirs(SNAPSHOTS, exist_ok=True)
+    with open(os.path.join(SNAPSHOTS, module + ".json"), "w") as f:
+        json.dump({n: results[n] for n in module_names(results, module)}, f, indent=0)
+
+
+def load_results(module):
+    path = os.path.join(SNAPSHOTS, module + ".json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    results = load_meta()
+    return {n: results[n] for n in module_names(results, module)}
 
 
 def load_equivalent():
@@ -75,18 +100,22 @@ def diff(name):
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--patterns")
+    p.add_argument("--snapshot")
     p.add_argument("--out")
     p.add_argument("modules", nargs="*")
     a = p.parse_args(argv)
     if a.patterns:
         print(" ".join(MODULES[a.patterns]))
         return 0
-    results, reasons = load_results(), load_equivalent()
+    if a.snapshot:
+        snapshot(a.snapshot)
+        return 0
+    reasons = load_equivalent()
     lines, tot_k, tot_n, tot_e = [], 0, 0, 0
     body = []
     for m in a.modules or list(MODULES):
-        names = sorted(n for n in results if any(fnmatch.fnmatchcase(n, p) for p in MODULES[m]))
-        names = [n for n in names if results[n] is not None]
+        results = load_results(m)
+        names = [n for n in sorted(results) if results[n] is not None]
         killed = [n for n in names if results[n] in KILLED]
         survivors = [n for n in names if results[n] not in KILLED]
         equiv = [n for n in survivors if n in reasons]

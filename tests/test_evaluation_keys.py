@@ -35,6 +35,8 @@ def test_every_key_comes_from_its_own_split(trainer, monkeypatch):
 
     def recorder(algorithm, dataset, indices, explain_positions, num_classes, device,
                  num_workers=0):
+        assert algorithm is trainer.algorithm and device == trainer.device
+        assert num_workers == 0                              # Debug28: in memory, no workers
         calls.append((dataset, list(indices), explain_positions, num_classes))
         return {"acc": float(len(calls)), "comp": -float(len(calls))}
     monkeypatch.setattr(train, "evaluate_split", recorder)
@@ -134,3 +136,15 @@ def test_diverged_model_is_a_training_error():
     with pytest.raises(TrainingError, match="outputs NaN/inf"):
         evaluate_split(model, _domain(), [0, 1], None, 2, "cpu")
     assert model.training
+
+
+def test_evaluation_workers_are_capped_by_the_cpus(trainer, monkeypatch):
+    workers = []
+    monkeypatch.setattr(train, "evaluate_split", lambda *a, num_workers=0: workers.append(
+        num_workers) or {"acc": 0.0})
+    monkeypatch.setattr(trainer.dataset, "N_WORKERS", 4)
+    for cpus, expected in ((3, 3), (8, 4), (None, 1)):
+        monkeypatch.setattr(train.os, "cpu_count", lambda: cpus)
+        workers.clear()
+        trainer._evaluate()
+        assert workers == [expected] * 6

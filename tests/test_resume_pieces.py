@@ -191,3 +191,34 @@ def test_request_stop_records_the_signal(tmp_path):
     assert t._stop_signal == signal.SIGTERM
     t.request_stop(signal.SIGUSR2)
     assert t._stop_signal == signal.SIGUSR2
+
+
+def test_cuda_rng_state_is_saved_and_restored_when_present(monkeypatch):
+    """The CUDA branch, with torch.cuda faked (the suite runs on CPU machines too)."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: ["gpu0-state"])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    state = train._rng_state()
+    assert state["cuda"] == ["gpu0-state"]
+    train._set_rng_state(state)
+    assert restored == [["gpu0-state"]]
+    train._set_rng_state({k: v for k, v in state.items() if k != "cuda"})   # saved on a CPU
+    assert restored == [["gpu0-state"]]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)         # resumed on a CPU
+    train._set_rng_state(state)
+    assert restored == [["gpu0-state"]]
+    assert "cuda" not in train._rng_state()
+
+
+def test_mem_gb_units(monkeypatch):
+    import resource
+
+    class Usage:
+        ru_maxrss = 3 * 1024**2          # KiB on Linux
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(resource, "getrusage", lambda who: Usage())
+    assert train._mem_gb() == 3.0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 5 * 1024**3)
+    assert train._mem_gb() == 5.0
