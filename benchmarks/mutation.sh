@@ -4,6 +4,7 @@
 #   pip install -e ".[test,dev]"
 #   benchmarks/mutation.sh                 # every module below, one at a time
 #   benchmarks/mutation.sh lib splits      # some of them
+#   MUTATION_SURVIVORS_ONLY=1 benchmarks/mutation.sh lib   # re-run only the last survivors
 #
 # mutmut (configured in setup.cfg [mutmut]) copies the package into mutants/, runs the quick
 # test files listed there once to learn which tests reach which function, then runs, for each
@@ -24,7 +25,12 @@ command -v mutmut >/dev/null || { echo "error: mutmut is not installed; pip inst
 mkdir -p mutants
 [ -n "${MUTATION_KEEP_STATS:-}" ] || rm -f mutants/mutmut-stats.json  # tests may have changed
 for m in "${MODULES[@]}"; do
-    patterns=$(python benchmarks/mutation_report.py --patterns "$m")
+    if [ -n "${MUTATION_SURVIVORS_ONLY:-}" ]; then   # re-check only last run's survivors
+        patterns=$(python benchmarks/mutation_report.py --survivors "$m")
+        [ -n "$patterns" ] || continue
+    else
+        patterns=$(python benchmarks/mutation_report.py --patterns "$m")
+    fi
     echo "== $m: mutmut run $patterns" >&2
     start=$(date +%s)
     # shellcheck disable=SC2086

@@ -59,11 +59,21 @@ def module_names(results, module):
 
 def snapshot(module):
     """Keep a module's results right after its run: a later run whose test selection changed
-    resets mutmut's stored results of every module."""
+    resets mutmut's stored results of every module. A run of only the survivors
+    (MUTATION_SURVIVORS_ONLY) updates those entries and keeps the others."""
     results = load_meta()
+    path = os.path.join(SNAPSHOTS, module + ".json")
+    old = {}
+    if os.environ.get("MUTATION_SURVIVORS_ONLY") and os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+    new = {n: results[n] for n in module_names(results, module)}
+    if old:
+        new = {n: (new.get(n) if old[n] not in KILLED and new.get(n) is not None else old[n])
+               for n in old}
     os.makedirs(SNAPSHOTS, exist_ok=True)
-    with open(os.path.join(SNAPSHOTS, module + ".json"), "w") as f:
-        json.dump({n: results[n] for n in module_names(results, module)}, f, indent=0)
+    with open(path, "w") as f:
+        json.dump(new, f, indent=0)
 
 
 def load_results(module):
@@ -101,11 +111,16 @@ def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--patterns")
     p.add_argument("--snapshot")
+    p.add_argument("--survivors", help="print the surviving mutants of a module's snapshot")
     p.add_argument("--out")
     p.add_argument("modules", nargs="*")
     a = p.parse_args(argv)
     if a.patterns:
         print(" ".join(MODULES[a.patterns]))
+        return 0
+    if a.survivors:
+        print(" ".join(n for n, code in sorted(load_results(a.survivors).items())
+                       if code not in KILLED))
         return 0
     if a.snapshot:
         snapshot(a.snapshot)
