@@ -152,3 +152,58 @@ def test_selection_method_names_and_errors():
     with pytest.raises(TypeError, match="^selection methods are used through their "
                                         "classmethods$"):
         ms.SelectionMethod()
+
+
+def test_env_count_and_record_arrays_on_nothing():
+    assert ms.env_count({}) == 0 and ms.env_count({"env1_out_acc": 0.5}) == 0
+    assert ms.env_count({"env0_out_acc": 0, "env1_out_acc": 0, "env3_out_acc": 0}) == 2
+    steps, n_envs, acc_in, acc_out = ms.record_arrays([])
+    assert steps.shape == (0,) and n_envs.shape == (0,)
+    assert acc_in.shape == (0, 0) and acc_out.shape == (0, 0)
+    steps, n_envs, _, _ = ms.record_arrays([{"step": None}, {"step": 3.0}, {}])
+    assert steps.tolist() == [-1, 3, -1] and n_envs.tolist() == [0, 0, 0]
+    assert steps.dtype == np.int64 and n_envs.dtype == np.int64
+
+
+def test_run_meta_needs_algorithm_dataset_and_test_envs():
+    full = {"algorithm": "A", "dataset": "D", "test_envs": ["1"]}
+    assert ms.run_meta(full) == {"algorithm": "A", "dataset": "D", "test_envs": [1],
+                                 "trial_seed": 0, "hparams_seed": 0,
+                                 "task": "domain_generalization"}
+    for missing in ("algorithm", "dataset", "test_envs"):
+        assert ms.run_meta({k: v for k, v in full.items() if k != missing}) is None
+    assert ms.run_meta({**full, "test_envs": []}) is None
+    assert ms.run_meta({**full, "test_envs": ["x"]}) is None
+    assert ms.run_meta(None) is None and ms.run_meta([full]) is None
+
+
+def test_unusable_records_are_counted_and_skipped():
+    ss_two_sources = rec([0], 0, [0.5] * 3, [0.5] * 3, task="single_source")
+    recs = [{"step": 0, "env0_out_acc": 0.5, "args": {}}, ss_two_sources, ss_two_sources,
+            rec([1], 2, [0.1, 0.2], [0.3, 0.4]), {"step": 1, "env0_out_acc": 0.5}]
+    ck = ms.Checkpoints.from_records(recs)
+    assert ck.n_unusable == 4 and len(ck) == 1
+    assert ck.meta[["run", "step", "source", "test_env0"]].values.tolist() == [[3, 2, -1, 1]]
+    np.testing.assert_array_equal(ck.acc_in, [[0.1, 0.2, np.nan]])    # padded to the widest
+    empty = ms.Checkpoints.from_records(recs[:3])
+    assert empty.n_unusable == 3 and len(empty) == 0
+    assert empty.acc_in.shape == (0, 3) and empty.acc_out.shape == (0, 3)
+    none = ms.Checkpoints.from_parts([])
+    assert none.acc_in.shape == (0, 0) and none.acc_out.shape == (0, 0) and none.n_unusable == 0
+    assert list(empty.meta.columns) == ["run", "line", "trial_seed", "dataset", "algorithm",
+                                        "hparams_seed", "task", "step", "n_envs", "n_test",
+                                        "test_env0", "test_env1", "source"]
+    for k in empty.meta.columns:
+        assert empty.meta[k].dtype == (object if k in ("dataset", "algorithm", "task")
+                                       else np.int64), k
+
+
+def test_nan_validation_ranks_below_every_number():
+    recs = [rec([0], 0, [0.25, 0, 0], [0, np.nan, 0.5]),      # val NaN (a domain missing)
+            rec([0], 1, [0.5, 0, 0], [0, 0.0, 0.0])]          # val 0.0
+    out = ms.IIDAccuracySelectionMethod.select(ms.Checkpoints.from_records(recs))
+    assert out[["step", "test_acc"]].to_dict("records") == [{"step": 1, "test_acc": 0.5}]
+    # across hparams too: the NaN setting loses to a 0.0 one whatever its seed
+    recs = [rec([0], 0, [0.25, 0], [0, np.nan], h=5), rec([0], 0, [0.5, 0], [0, 0.0], h=1)]
+    out = ms.IIDAccuracySelectionMethod.select(ms.Checkpoints.from_records(recs))
+    assert out["hparams_seed"].tolist() == [1]
