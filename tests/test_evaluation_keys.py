@@ -72,6 +72,7 @@ class IndexModel(nn.Module):
         super().__init__()
         self.network = nn.Identity()
         self.cam_layer = None
+        self.hparams = {"explain_grid_points": 0, "pg_tolerance_px224": 15.0}
         self.seen_training = []
         self.extras = []
 
@@ -100,7 +101,7 @@ def _domain(n=10):
 def test_evaluate_split_measures_only_the_given_indices(monkeypatch):
     seen = []
 
-    def fake_metrics(network, layer, x, y, masks=None):
+    def fake_metrics(network, layer, x, y, masks=None, **options):
         seen.append((x[:, 0, 0, 0].long().tolist(), y.tolist(), masks[:, 0, 0, 0].long().tolist()))
         return {"comp": 0.5}
     monkeypatch.setattr(metrics, "explanation_metrics", fake_metrics)
