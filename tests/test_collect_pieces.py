@@ -105,3 +105,22 @@ def test_headings_per_format(tmp_path):
     rep.fmt, rep.out = "latex", []
     rep.heading("a_b", 1)
     assert rep.out == ["\n\\section{a\\_b}\n"]
+
+
+def test_parse_metrics():
+    assert cr.parse_metrics(None) is None and cr.parse_metrics([]) is None
+    assert cr.parse_metrics(["comp,,suff", " pg "]) == ["comp", "suff", "pg"]
+    try:
+        cr.parse_metrics(["comp,accuracy"])
+    except cr.ConfigError as e:
+        assert str(e) == f"unknown metric 'accuracy'; known: {', '.join(cr.METRICS)}"
+    else:
+        raise AssertionError("no error")
+
+
+def test_metrics_flag_always_shows_accuracy_first(tmp_path, capsys):
+    _report(tmp_path)                                   # writes the one-run sweep
+    assert cr.main(["--input_dir", str(tmp_path), "--no_write", "--metrics", "comp",
+                    "--selection", "oracle"]) == 0
+    out = capsys.readouterr().out
+    assert "Algorithm             acc ↑                 comp ↑               \n" in out
