@@ -31,7 +31,11 @@ for m in "${MODULES[@]}"; do
     else
         patterns=$(python benchmarks/mutation_report.py --patterns "$m")
     fi
-    echo "== $m: mutmut run $patterns" >&2
+    if [ -n "${MUTATION_SURVIVORS_ONLY:-}" ]; then
+        echo "== $m: mutmut run <the $(echo "$patterns" | wc -w) survivors of the last run>" >&2
+    else
+        echo "== $m: mutmut run $patterns" >&2
+    fi
     start=$(date +%s)
     # shellcheck disable=SC2086
     mutmut run --max-children "$CHILDREN" $patterns > "mutants/$m.log" 2>&1 || {
