@@ -147,12 +147,12 @@ def main(argv=None):
     lines.append(f"{'overall':<17} killed {tot_k:>5} / {tot_n:>5}  ({score:5.1f}%)   "
                  f"survivors: {tot_e} equivalent, {tot_n - tot_k - tot_e} not killed")
     summary = "\n".join(lines)
-    print(summary)
     if a.out:
         os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
         with open(a.out, "w", encoding="utf-8") as f:
             f.write("# benchmarks/mutation.sh " + " ".join(a.modules or list(MODULES)) + "\n")
             f.write(summary + "\n\n# Surviving mutants\n" + "\n".join(body) + "\n")
+    print(summary)
     return 0
 
 
