@@ -124,3 +124,31 @@ def test_metrics_flag_always_shows_accuracy_first(tmp_path, capsys):
                     "--selection", "oracle"]) == 0
     out = capsys.readouterr().out
     assert "Algorithm             acc ↑                 comp ↑               \n" in out
+
+
+def test_main_outputs_csv_timing_and_unwritable_results(tmp_path, capsys):
+    _report(tmp_path)
+    (tmp_path / "results.txt").mkdir()                  # results.txt cannot be written
+    csv = tmp_path / "sel.csv"
+    assert cr.main(["--input_dir", str(tmp_path), "--csv", str(csv)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "warning: skipped 1 truncated or unreadable line(s) in 1 results.jsonl file(s)"
+    assert err[1].startswith(f"warning: could not write results.txt into {tmp_path}: ")
+    seconds = err[2].split(" in ")[1]
+    assert err[2].startswith("collected 2 records from 1 runs in ") and seconds.endswith(" s")
+    assert 0 <= float(seconds[:-2]) < 60
+    assert csv.read_text().splitlines()[0].startswith("selection,trial_seed,dataset,")
+
+
+def test_single_source_table_of_an_unknown_dataset(tmp_path, capsys):
+    d = tmp_path / "run"
+    d.mkdir()
+    r = {"step": 0, "args": {"algorithm": "ERM", "dataset": "Mine", "test_envs": [1],
+                             "trial_seed": 0, "hparams_seed": 0, "task": "single_source"}}
+    r.update({"env0_in_acc": 0.5, "env0_out_acc": 0.25, "env1_in_acc": 0.75, "env1_out_acc": 1.0})
+    (d / "results.jsonl").write_text(json.dumps(r) + "\n")
+    (d / "done").write_text("done")
+    assert cr.main(["--input_dir", str(tmp_path), "--no_write", "--selection", "iid"]) == 0
+    out = capsys.readouterr().out
+    assert "Source                env0                  env1                  ID" in out
+    assert "env0                  -                     75.0 +/- 0.0          25.0 +/- 0.0" in out

@@ -138,3 +138,27 @@ def test_is_done(tmp_path):
     assert not is_done(str(tmp_path))
     (tmp_path / "done").write_text("done")
     assert is_done(str(tmp_path))
+
+
+def test_sweep_counts_every_kind_of_left_out_record(tmp_path):
+    (tmp_path / "0_not_a_run").mkdir()                  # sorts first; has no results.jsonl
+    _run_dir(tmp_path, "a", [json.dumps(_rec(0, 0.1)) + "\n"])
+    _run_dir(tmp_path, "b", [json.dumps(_rec(0, 0.2, {"dataset": "D"})) + "\n"])   # all unusable
+    ss = {**ARGS, "task": "single_source", "test_envs": [0]}            # two training domains
+    _run_dir(tmp_path, "c", [json.dumps(_rec(0, 0.3, ss)) + "\n"])
+    _run_dir(tmp_path, "d", [json.dumps(_rec(0, 0.4)) + "\n"], done=False)
+    _run_dir(tmp_path, "e", [json.dumps(_rec(0, 0.5)) + "\n"], done=False)
+    sweep = Sweep(str(tmp_path), workers=1)
+    assert sweep.run_names == ["a", "b", "c"] and sweep.n_incomplete == 2
+    assert sweep.ckpts.n_unusable == 2 and len(sweep.ckpts) == 1
+    assert sweep.keys == {f"env{i}_{s}_acc" for i in range(3) for s in ("in", "out")}
+
+
+def test_missing_input_dir_message(tmp_path):
+    try:
+        Sweep(str(tmp_path / "nope"))
+    except collect_results.ConfigError as e:
+        assert str(e) == (f"--input_dir {str(tmp_path / 'nope')!r} is not a folder; pass the "
+                          "sweep's output folder")
+    else:
+        raise AssertionError("no error")
