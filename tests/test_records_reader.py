@@ -118,6 +118,11 @@ def test_parallel_reader_gives_the_same_counts(tmp_path, monkeypatch):
     for s in (serial, parallel):
         assert (s.n_skipped_lines, s.n_files_with_skips, s.n_duplicates) == (1, 1, 2)
         np.testing.assert_array_equal(s.ckpts.acc_in[:, 0], [0.1, 0.2])
+    for k in range(38):                    # 40 files: chunks of 40 // (8 * 2) = 2 files
+        _run_dir(tmp_path, f"r{k:02d}", [json.dumps(_rec(0, k / 100)) + "\n"])
+    parallel = Sweep(str(tmp_path), workers=2)
+    assert len(parallel.ckpts) == 40
+    np.testing.assert_array_equal(parallel.ckpts.acc_in[2:, 0], np.arange(38) / 100)
 
 
 def test_clean_sweep_has_no_warnings(tmp_path):
