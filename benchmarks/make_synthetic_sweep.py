@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-EXPLANATION = ("comp", "suff", "comp_rand", "suff_rand", "del", "ins", "pg", "epg", "iou")
+EXPLANATION = ("comp", "suff", "comp_rand", "suff_rand", "del", "ins", "pg", "pg_cls", "epg", "iou")
 DATASETS = {"VLCS": 4, "Debug28": 3}
 
 

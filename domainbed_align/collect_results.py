@@ -61,6 +61,7 @@ METRICS = {
     "del": ("deletion AUC", -1),
     "ins": ("insertion AUC", +1),
     "pg": ("pointing game", +1),
+    "pg_cls": ("pointing game, mean over classes", +1),
     "epg": ("energy pointing game", +1),
     "iou": ("IoU of top saliency with the mask", +1),
     "mask_epg": ("learned mask energy pointing game", +1),

@@ -2,7 +2,8 @@
 
 Every split is evaluated without augmentation. Explanation metrics use a fixed subsample of
 `explain_n` images per split (the same images at every checkpoint and for every algorithm of a
-trial), against ground-truth masks where the dataset has them.
+trial), against ground-truth masks where the dataset has them; the hparams `explain_grid_points`
+and `pg_tolerance_px224` set the RISE grid and the pointing-game tolerance.
 """
 from typing import Dict, Optional, Sequence
 
@@ -44,7 +45,7 @@ def _gather(dataset, indices, device, num_workers):
 def evaluate_split(algorithm, dataset, indices: Sequence[int], explain_positions: Optional[np.ndarray],
                    num_classes: int, device, num_workers: int = 0) -> Dict[str, float]:
     """Metrics of one split, keyed without the `env{i}_{in,out}_` prefix."""
-    from domainbed_align.explain.metrics import explanation_metrics, prediction_auc
+    from domainbed_align.explain.metrics import explanation_metrics, metric_grid, prediction_auc
     was_training = algorithm.training
     algorithm.eval()
     try:
@@ -56,7 +57,10 @@ def evaluate_split(algorithm, dataset, indices: Sequence[int], explain_positions
                "auc": float(prediction_auc(probs.numpy(), labels.numpy(), num_classes))}
         if explain_positions is not None and len(explain_positions):
             x, y, m = _gather(dataset, np.asarray(indices)[explain_positions], device, num_workers)
-            out.update(explanation_metrics(algorithm.network, algorithm.cam_layer, x, y, masks=m))
+            hp = algorithm.hparams
+            out.update(explanation_metrics(algorithm.network, algorithm.cam_layer, x, y, masks=m,
+                                           fractions=metric_grid(hp["explain_grid_points"]),
+                                           pg_tolerance_px224=hp["pg_tolerance_px224"]))
             out.update(algorithm.explanation_extras(x, y, m))
     finally:
         algorithm.train(was_training)

@@ -76,6 +76,11 @@ def _hparams(algorithm: str, dataset: str, random_seed: int) -> Dict[str, Tuple[
 
     # --- evaluation: explanation metrics on a fixed subsample of each split (0 = off) ---
     hparam("explain_n", 256, lambda r: 256)
+    # RISE deletion / insertion grid: 0 = fractions 0, .01, .05, .1, .2, .5, 1 (the ks);
+    # n >= 2 = n evenly spaced fractions (2 forwards per image per interior point).
+    hparam("explain_grid_points", 0, lambda r: 0)
+    # Pointing-game tolerance (Zhang et al.): pixels at 224 px, scaled by the shorter side.
+    hparam("pg_tolerance_px224", 15.0, lambda r: 15.0)
 
     if dataset in _DATASET_BLOCKS:
         _DATASET_BLOCKS[dataset](hparam)

@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from domainbed_align.explain.metrics import (explanation_metrics, faithfulness, localization,
-                                             make_fill, prediction_auc, rank_pixels)
+from domainbed_align.explain.metrics import (_pixel_count, class_mean, explanation_metrics,
+                                             faithfulness, gaussian_blur, localization,
+                                             make_fill, metric_grid, pg_tolerance_px,
+                                             prediction_auc, rank_pixels)
 
 SIZE = 32  # 1% of 32x32 is 10 pixels, just more than the 3x3 blob
 BLOB = 3
@@ -82,11 +84,12 @@ def test_known_model_scores(top_left):
     y = torch.ones(len(x), dtype=torch.long)
     assert top_left(x).argmax(1).eq(1).all()
     r = explanation_metrics(top_left, top_left.conv, x, y, masks=quadrant_masks(len(x)))
-    assert set(r) == {"comp", "suff", "comp_rand", "suff_rand", "del", "ins", "pg", "epg", "iou"}
+    assert set(r) == {"comp", "suff", "comp_rand", "suff_rand", "del", "ins", "pg", "pg_cls",
+                      "epg", "iou"}
     assert all(isinstance(v, float) for v in r.values())
-    assert r["pg"] == 1.0
+    assert r["pg"] == 1.0 and r["pg_cls"] == 1.0
     assert r["epg"] > 0.99
-    assert r["comp"] > 0.8 and abs(r["suff"]) < 0.05
+    assert r["comp"] > 0.8 * 5 / 6 and abs(r["suff"]) < 0.05
     assert r["comp"] > r["comp_rand"] + 0.5
     assert r["suff_rand"] > r["suff"] + 0.3
     assert r["ins"] > r["del"] + 0.5
@@ -135,14 +138,17 @@ def test_deterministic_with_ties(top_left):
 def test_curves_share_forwards_with_comp_suff(top_left):
     x, _ = blob_images(n=4)
     s = torch.rand(4, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
-    r = faithfulness(top_left, s, x, ks=(10, 30))
+    r = faithfulness(top_left, s, x, ks=(10, 30), fractions=(0.0, 0.1, 0.3, 1.0))
     grid = [round(f, 6) for f in r["fractions"].tolist()]
-    assert grid[0] == 0.0 and grid[-1] == 1.0 and 0.1 in grid and 0.3 in grid
+    assert grid == [0.0, 0.1, 0.3, 1.0]
     p0 = r["del_curve"][:, 0]
     torch.testing.assert_close(r["ins_curve"][:, -1], p0)
-    torch.testing.assert_close(r["del_curve"][:, -1], r["ins_curve"][:, 0])
-    expected = p0 - (r["del_curve"][:, grid.index(0.1)] + r["del_curve"][:, grid.index(0.3)]) / 2
+    expected = (2 * p0 - r["del_curve"][:, 1] - r["del_curve"][:, 2]) / 3  # |B| + 1 = 3
     torch.testing.assert_close(r["comp"], expected)
+    blurred = top_left(gaussian_blur(x, 0.1 * SIZE)).softmax(1)[:, 1]
+    torch.testing.assert_close(r["ins_curve"][:, 0], blurred)  # insertion starts blurred
+    filled = top_left(torch.zeros_like(x)).softmax(1)[:, 1]
+    torch.testing.assert_close(r["del_curve"][:, -1], filled)  # deletion ends at the fill
 
 
 def test_localization_empty_masks_and_flat_maps():
@@ -193,3 +199,225 @@ def test_prediction_auc():
     expected = np.mean([roc_auc_score(y[present] == c, probs[present, c]) for c in range(3)])
     assert prediction_auc(probs[present], y[present], 4) == pytest.approx(expected)
     assert math.isnan(prediction_auc(probs[:3], np.zeros(3, dtype=int), 4))
+
+
+# ------------------------------------------------------------------ hand-computed definitions
+class MeanReader(nn.Module):
+    """p(class 1) = 0.1 + 0.8 * mean of channel 0, exactly (logits are log-probabilities)."""
+
+    def forward(self, x):
+        p = 0.1 + 0.8 * x[:, 0].double().mean(dim=(1, 2))
+        return torch.stack([torch.log1p(-p), torch.log(p)], dim=1)
+
+
+def ten_pixels():
+    """One 1x10 image: six ones then four zeros; saliency = the image (ties by index)."""
+    x = torch.tensor([[1.0] * 6 + [0.0] * 4]).view(1, 1, 1, 10)
+    return x, x[:, 0].clone()
+
+
+def test_pixel_count_rounds_half_up():
+    assert _pixel_count(0.01, 784) == 8  # 7.84
+    assert _pixel_count(0.01, 10) == 0  # 0.1: 1% of ten pixels removes nothing
+    assert _pixel_count(0.05, 10) == 1  # 0.5 exactly rounds up
+    assert _pixel_count(0.05, 30) == 2  # 1.5
+    assert _pixel_count(0.5, 5) == 3  # 2.5
+    assert _pixel_count(0.04, 10) == 0 and _pixel_count(0.06, 10) == 1  # either side of 0.5
+    assert _pixel_count(1.0, 10) == 10 and _pixel_count(0.0, 10) == 0
+
+
+def test_comp_suff_aopc_exact_values_and_signs():
+    """p(x) = 0.58; removing n of the six ones costs 0.08 n, keeping only them gives 0.1 + 0.08 n.
+
+    ks 10/20/50% of 10 px = 1/2/5 px. comp = (.08 + .16 + .40) / (3 + 1) = 0.16;
+    suff = (.40 + .32 + .08) / 4 = 0.20 (positive: keeping the top pixels loses probability).
+    """
+    x, s = ten_pixels()
+    r = faithfulness(MeanReader(), s, x, ks=(10, 20, 50), fractions=(0.0, 1.0))
+    assert r["comp"].item() == pytest.approx(0.16, abs=1e-6)
+    assert r["suff"].item() == pytest.approx(0.20, abs=1e-6)
+    # the random control draws one k per sample: the AOPC of that k, times |B| / (|B| + 1)
+    x1 = torch.ones(1, 1, 1, 10)
+    r1 = faithfulness(MeanReader(), torch.rand(1, 1, 10), x1, ks=(10, 20, 50), seed=5)
+    assert any(r1["comp_rand"].item() == pytest.approx(0.08 * n * 3 / 4) for n in (1, 2, 5))
+    assert any(r1["suff_rand"].item() == pytest.approx((0.8 - 0.08 * n) * 3 / 4)
+               for n in (1, 2, 5))
+
+
+def test_aopc_denominator_counts_the_k0_bin():
+    """Default ks on 10 px remove 0, 1, 1, 2, 5 px: comp = .08 * 9 / 6 = 0.12 (ERASER)."""
+    x, s = ten_pixels()
+    r = faithfulness(MeanReader(), s, x)
+    assert r["comp"].item() == pytest.approx(0.08 * 9 / 6, abs=1e-6)
+    assert r["suff"].item() == pytest.approx((0.48 * 5 - 0.08 * 9) / 6, abs=1e-6)
+
+
+def test_deletion_insertion_trapezoid_by_hand():
+    """Grid 0, .1, .2, .5, 1 = 0, 1, 2, 5, 10 px.
+    deletion  p = .58 .50 .42 .18 .10 -> .1*1.08/2 + .1*.92/2 + .3*.60/2 + .5*.28/2 = 0.26
+    insertion (start = zeros) p = .10 .18 .26 .50 .58 -> .014 + .022 + .114 + .27 = 0.42
+    """
+    x, s = ten_pixels()
+    r = faithfulness(MeanReader(), s, x, fractions=(0.0, 0.1, 0.2, 0.5, 1.0),
+                     insertion_start=torch.zeros_like(x))
+    torch.testing.assert_close(r["del_curve"][0], torch.tensor(
+        [0.58, 0.50, 0.42, 0.18, 0.10], ))
+    assert r["del"].item() == pytest.approx(0.26, abs=1e-6)
+    assert r["ins"].item() == pytest.approx(0.42, abs=1e-6)
+    # a start of 0.5 everywhere: p(start) = 0.5, and each inserted top pixel adds 0.04
+    half = torch.full_like(x, 0.5)
+    r = faithfulness(MeanReader(), s, x, fractions=(0.0, 0.5, 1.0), insertion_start=half)
+    torch.testing.assert_close(r["ins_curve"][0], torch.tensor(
+        [0.5, 0.5 + 0.04 * 5, 0.58], ))
+
+
+def test_default_insertion_start_is_the_blurred_image():
+    x, s = ten_pixels()
+    x = x.expand(1, 3, 1, 10).contiguous()
+    r = faithfulness(MeanReader(), s, x, blur_sigma_rel=0.2)
+    expected = 0.1 + 0.8 * gaussian_blur(x, 0.2 * 10)[:, 0].mean()
+    assert r["ins_curve"][0, 0].item() == pytest.approx(expected.item(), abs=1e-6)
+    assert r["del_curve"][0, -1].item() == pytest.approx(0.1)  # deletion ends at the fill 0
+
+
+def test_forward_count_per_image():
+    """The cost stated in faithfulness' docstring: 19 forwards per image by default (13 with a
+    blur fill, where sufficiency and insertion are the same images)."""
+    calls = []
+
+    class Counting(MeanReader):
+        def forward(self, x):
+            calls.append(len(x))
+            return super().forward(x)
+
+    x = torch.rand(3, 3, 10, 10)  # 100 px: every k is a distinct count
+    s = torch.rand(3, 10, 10)
+    faithfulness(Counting(), s, x, clean_logits=MeanReader()(x), chunk_size=10_000)
+    assert sum(calls) == 3 * 19
+    calls.clear()
+    faithfulness(Counting(), s, x, fill="blur", clean_logits=MeanReader()(x), chunk_size=10_000)
+    assert sum(calls) == 3 * 13
+
+
+def test_grid_is_configurable_and_validated():
+    assert metric_grid(0) == (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
+    grid = metric_grid(51)
+    assert len(grid) == 51 and grid[0] == 0.0 and grid[-1] == 1.0 and grid[1] == 0.02
+    for bad in (1, -3):
+        with pytest.raises(ValueError, match="explain_grid_points"):
+            metric_grid(bad)
+    x, s = ten_pixels()
+    with pytest.raises(ValueError, match="ks in"):
+        faithfulness(MeanReader(), s, x, ks=(0, 10))
+
+
+class BlobCounter(nn.Module):
+    """logit(blob) = 8 (sum relu(x_0 - 1.5) / 13.5 - 0.5): every blob pixel (3.0) adds evidence,
+    the blurred blob (peak ~0.4) none. TopLeftOnly's max pool is all-or-nothing, so there a
+    random and an inverted map tie on the default grid (deletion 0.75 both: no point between
+    50% and 100%); a graded model is what a grid comparison needs."""
+
+    def forward(self, x):
+        z = 8 * (torch.relu(x[:, 0] - 1.5).sum(dim=(1, 2)) / 13.5 - 0.5)
+        return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+def test_rankings_agree_on_default_and_51_point_grids():
+    """Oracle (the blob), constant (raster order), random and inverted maps rank the same,
+    with clear gaps, by deletion and by insertion on the default and on a 51-point grid."""
+    n = 8
+    x, blob = blob_images(n=n, seed=2, noise=0.0)
+    g = lambda seed: torch.Generator().manual_seed(seed)  # noqa: E731
+    oracle = blob[:, 0] + 0.01 * torch.rand(n, SIZE, SIZE, generator=g(1))
+    maps = {"oracle": oracle, "constant": torch.zeros(n, SIZE, SIZE),
+            "random": torch.rand(n, SIZE, SIZE, generator=g(2)), "inverted": 1 - oracle}
+    for key, sign in (("del", -1), ("ins", +1)):
+        for points in (0, 51):
+            score = {name: sign * faithfulness(BlobCounter(), s, x, fractions=metric_grid(points))
+                     [key].mean().item() for name, s in maps.items()}
+            ranked = sorted(score, key=score.get, reverse=True)
+            assert ranked == ["oracle", "constant", "random", "inverted"], (key, points, score)
+            gaps = [score[a] - score[b] for a, b in zip(ranked, ranked[1:])]
+            assert min(gaps) > 0.1, (key, points, score)
+
+
+def test_pointing_game_tolerance_at_the_exact_boundary():
+    """Maximum at (0, 0); the only mask pixel at distance 2 (0, 2) or sqrt(2) (1, 1)."""
+    s = torch.zeros(1, 5, 5)
+    s[0, 0, 0] = 1.0
+    m = torch.zeros(1, 5, 5)
+    m[0, 0, 2] = 1
+    pg = lambda tol, mask=m: localization(s, mask, tolerance_px=tol)["pg"].item()  # noqa: E731
+    assert pg(0.0) == 0.0
+    assert pg(2.0) == 0.0  # distance == tolerance: outside TorchRay's open disc
+    assert pg(2.0 + 1e-6) == 1.0
+    diag = torch.zeros(1, 5, 5)
+    diag[0, 1, 1] = 1
+    assert pg(math.sqrt(2)) == 0.0 and pg(1.5, diag) == 1.0 and pg(1.0, diag) == 0.0
+    inside = torch.zeros(1, 5, 5)
+    inside[0, 0, 0] = 1
+    assert pg(0.0, inside) == 1.0  # tolerance 0: the maximum must lie in the mask
+
+
+def test_pointing_game_tolerance_scales_with_the_shorter_side():
+    assert pg_tolerance_px(15, 224, 224) == 15.0
+    assert pg_tolerance_px(15, 28, 28) == 1.875
+    assert pg_tolerance_px(15, 112, 300) == 7.5
+
+
+def test_per_class_pointing_game_average():
+    """Hits 1, 0 (class 0), 1 (class 1), 1 (class 2), NaN (class 3, empty mask):
+    sample mean 3/4, class mean (1/2 + 1 + 1) / 3."""
+    pg = torch.tensor([1.0, 0.0, 1.0, 1.0, float("nan")])
+    y = torch.tensor([0, 0, 1, 2, 3])
+    assert pg.nanmean().item() == 0.75
+    assert class_mean(pg, y) == pytest.approx(2.5 / 3)
+    assert math.isnan(class_mean(torch.tensor([float("nan")]), torch.tensor([1])))
+
+
+def test_energy_pointing_game_on_the_raw_map():
+    """Map [[2, 1], [1, 1]] (minimum 1 > 0), mask top-left: energy 2 / 5, not min-max's 1."""
+    s = torch.tensor([[[2.0, 1.0], [1.0, 1.0]]])
+    m = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    assert localization(s, m)["epg"].item() == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="non-negative"):
+        localization(s - 1.5, m)
+
+
+def test_iou_of_top_q_pixels():
+    """Mask {0, 2} (q = 2); top-2 saliency {0, 1}: IoU = 1 / 3. Ties by pixel index."""
+    s = torch.tensor([[[0.9, 0.8], [0.1, 0.7]]])
+    m = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    assert localization(s, m)["iou"].item() == pytest.approx(1 / 3)
+    flat = torch.zeros(1, 2, 2)  # ties: top-2 = pixels 0, 1
+    assert localization(flat, m)["iou"].item() == pytest.approx(1 / 3)
+
+
+class OffsetCam(nn.Module):
+    """A = x_0 + 1 (minimum 1), logits = (-mean A, +mean A): Grad-CAM(1) = A / 4 on 2x2 inputs,
+    Grad-CAM(0) = -A / 4 (all zero after ReLU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.conv.bias.fill_(1.0)
+
+    def forward(self, x):
+        a = self.conv(x).mean(dim=(1, 2, 3))
+        return torch.stack([-a, a], dim=1)
+
+
+def test_localisation_explains_the_true_class_on_the_raw_map():
+    model = OffsetCam()
+    x = torch.tensor([[[[3.0, 0.0], [0.0, 0.0]]]]).repeat(2, 1, 1, 1)  # A = [[4, 1], [1, 1]]
+    m = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]).repeat(2, 1, 1)
+    y = torch.tensor([1, 0])  # both predicted 1; the second is wrong
+    r = explanation_metrics(model, model.conv, x, y, masks=m)
+    # sample 0: raw CAM A / 4 -> hit, energy 4 / 7, IoU 1; sample 1: CAM of class 0 is all zero
+    assert r["pg"] == 0.5 and r["pg_cls"] == 0.5
+    assert r["epg"] == pytest.approx((4 / 7 + 0) / 2)
+    assert r["iou"] == pytest.approx((1 + 1 / 1) / 2)  # flat map: top-1 by index = pixel 0
+    r1 = explanation_metrics(model, model.conv, x, torch.tensor([1, 1]), masks=m)
+    assert r1["pg"] == 1.0 and r1["epg"] == pytest.approx(4 / 7)

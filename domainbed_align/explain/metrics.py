@@ -1,13 +1,20 @@
 """How good an explanation is (method.md section 4): faithfulness and localisation.
 
-Faithfulness perturbs pixels in saliency order and watches the probability of the explained
-class (the prediction on the clean image):
+Faithfulness perturbs pixels in the order of the saliency of the *predicted* class and watches
+the probability of that class (the prediction on the clean image):
 - comprehensiveness / sufficiency, AOPC over k% (ERASER, DeYoung et al. ACL 2020,
-  https://arxiv.org/abs/1911.03429), with a seeded random map as control;
-- deletion / insertion AUC (RISE, Petsiuk et al. BMVC 2018, https://arxiv.org/abs/1806.07421).
-Deletion at fraction f is exactly the comprehensiveness input at k = f and insertion at f the
-sufficiency input, so the fraction grid contains every k and one set of batched no-grad forwards
-serves all four numbers. This runs at every checkpoint, so nothing loops over samples.
+  https://arxiv.org/abs/1911.03429): the sum over k in ks divided by |ks| + 1 (ERASER's k = 0
+  bin, whose term is 0), not clipped; a seeded random map is the control;
+- deletion / insertion AUC (RISE, Petsiuk et al. BMVC 2018, https://arxiv.org/abs/1806.07421):
+  deletion goes from the image towards the fill, insertion from a blurred copy towards the image.
+Deletion at fraction f is exactly the comprehensiveness input at k = f, so the two share
+forwards; sufficiency (rest = fill) and insertion (rest = blurred copy) differ in what replaces
+the other pixels and do not. Identical perturbed images are forwarded once, and nothing loops
+over samples: this runs at every checkpoint.
+
+Localisation (pointing game, energy pointing game, top-q% IoU) uses the Grad-CAM of the
+*ground-truth* class, as Zhang et al. do for the pointing game: the mask says where the evidence
+for the labelled class is, whatever the model predicted.
 
 Pixel ranking: a stable ascending sort of -s over the row-major flattened map, so equal saliency
 values are ranked by pixel index (top-left first). The same ranking picks the pointing-game
@@ -23,16 +30,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from domainbed_align.explain.gradcam import saliency_map
+from domainbed_align.explain.gradcam import grad_cam, normalize_cam, upsample_cam
+from domainbed_align.lib.errors import ConfigError
 
 DEFAULT_KS = (1, 5, 10, 20, 50)
-# Fractions of pixels removed (deletion) or kept (insertion) for the RISE curves; the k% of
-# comprehensiveness / sufficiency are added to it when missing.
-# The grid is the ks plus the end points: every checkpoint of every run pays 2 forwards per
-# interior point, and the curves change fastest at small fractions, where the points are dense.
+# Fractions of pixels removed (deletion) or inserted (insertion) for the RISE curves; 0 and 1
+# are always added. The default grid is the ks plus the end points: every checkpoint of every
+# run pays 2 forwards per interior point, and the curves change fastest at small fractions.
 DEFAULT_FRACTIONS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
+# Zhang et al.'s pointing-game tolerance: 15 px on 224 px inputs.
+PG_TOLERANCE_PX224 = 15.0
 
 Fill = float | str
+
+
+def metric_grid(points: int = 0) -> tuple[float, ...]:
+    """The RISE fraction grid: DEFAULT_FRACTIONS for 0, else `points` evenly spaced in [0, 1]."""
+    if points == 0:
+        return DEFAULT_FRACTIONS
+    if not isinstance(points, int) or points < 2:
+        raise ConfigError(f"explain_grid_points must be 0 (the default grid) or an integer >= 2, "
+                          f"got {points!r}")
+    return tuple(i / (points - 1) for i in range(points))
+
+
+def pg_tolerance_px(tolerance_px224: float, height: int, width: int) -> float:
+    """Pointing-game tolerance in pixels of an H x W input: scaled by the shorter side / 224
+    (torchvision's Resize(224) sets the shorter side), so 15 px at 224 is 1.875 px at 28."""
+    return float(tolerance_px224) * min(height, width) / 224
 
 
 def rank_pixels(s: Tensor) -> Tensor:
@@ -81,21 +106,21 @@ def _pixel_count(fraction: float, num_pixels: int) -> int:
 
 
 @torch.no_grad()
-def _class_probs(model: nn.Module, x: Tensor, fill_values: Tensor, ranks: Tensor,
-                 sources: Tensor, counts: Tensor, keep_top: Tensor, cls: Tensor,
-                 chunk_size: int) -> Tensor:
+def _class_probs(model: nn.Module, x: Tensor, backgrounds: Sequence[Tensor], ranks: Tensor,
+                 sources: Tensor, counts: Tensor, keep_top: Tensor, background: Tensor,
+                 cls: Tensor, chunk_size: int) -> Tensor:
     """Probability of class `cls[b]` on V perturbed copies of every sample, in chunks.
 
     Variant v of sample b keeps pixel p iff (ranks[sources[v], b, p] < counts[v, b]) == keep_top[v];
-    the other pixels take the fill value. Images are built chunk by chunk so memory stays at
-    chunk_size images whatever V * B is.
+    the other pixels come from backgrounds[background[v]] (each broadcastable to x). Images are
+    built chunk by chunk so memory stays at chunk_size images whatever V * B is.
 
     Returns:
         probs (V, B).
     """
     B, C, H, W = x.shape
     V = len(counts)
-    fill_b = fill_values.expand(B, C, H, W)  # a view; indexing below copies only a chunk
+    bgs = [bg.expand(B, C, H, W) for bg in backgrounds]  # views; indexing copies only a chunk
     out = torch.empty(V * B, device=x.device)
     for start in range(0, V * B, chunk_size):
         idx = torch.arange(start, min(start + chunk_size, V * B), device=x.device)
@@ -103,7 +128,10 @@ def _class_probs(model: nn.Module, x: Tensor, fill_values: Tensor, ranks: Tensor
         r = ranks[sources[v], b]  # (n, N)
         keep = (r < counts[v, b, None]) == keep_top[v, None]  # (n, N)
         keep = keep.view(-1, 1, H, W)
-        xp = torch.where(keep, x[b], fill_b[b])  # (n, C, H, W)
+        bg = bgs[0][b]
+        for j in range(1, len(bgs)):
+            bg = torch.where((background[v] == j).view(-1, 1, 1, 1), bgs[j][b], bg)
+        xp = torch.where(keep, x[b], bg)  # (n, C, H, W)
         p = model(xp).float().softmax(dim=1)  # (n, K)
         out[start:start + len(idx)] = p.gather(1, cls[b].view(-1, 1)).squeeze(1)
     return out.view(V, B)
@@ -113,21 +141,37 @@ def faithfulness(model: nn.Module, s: Tensor, x: Tensor, fill: Fill = 0.0,
                  ks: Sequence[float] = DEFAULT_KS,
                  fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
                  chunk_size: int = 1024, clean_logits: Tensor | None = None,
-                 blur_sigma_rel: float = 0.1) -> dict[str, Tensor]:
+                 blur_sigma_rel: float = 0.1,
+                 insertion_start: Tensor | None = None) -> dict[str, Tensor]:
     """Per-sample comprehensiveness / sufficiency (AOPC over ks, with random control) and
-    deletion / insertion AUC.
+    deletion / insertion AUC, all for the class predicted on x.
+
+    comp = sum_k (p(x) - p(x without its top-k%)) / (len(ks) + 1), removed pixels = fill;
+    suff = sum_k (p(x) - p(top-k% of x, rest = fill)) / (len(ks) + 1);
+    del / ins = trapezoid area under p over the grid (0 and 1 added), deletion from x towards
+    the fill, insertion from `insertion_start` (a blurred copy of x) towards x. Pixel counts are
+    fraction * H * W rounded half up (`_pixel_count`). The insertion start is the blur of
+    fill="blur" (sigma 0.1 x the longer side): RISE's own kernel (11 x 11, sigma 5 at 224 px)
+    scaled to 28 px is under a pixel wide and would leave a digit readable.
+
+    Forwards per image: one per distinct perturbed image, i.e. with the defaults 5 deletion
+    (= comprehensiveness) + 5 sufficiency + 5 insertion interior points, the all-fill and the
+    blurred image, and 2 for the random control: 19 (13 when fill is "blur", where sufficiency
+    and insertion coincide).
 
     Args:
         model: x -> logits; call it in eval mode.
-        s: saliency (B, H, W) in [0, 1].
+        s: saliency (B, H, W); only its per-sample pixel order matters.
         x: images (B, C, H, W), normalised.
         fill: constant value in normalised space or "blur".
-        ks: percentages of pixels for comprehensiveness / sufficiency.
-        fractions: RISE grid in [0, 1]; the ks / 100 are merged in so forwards are shared.
+        ks: percentages in (0, 100] for comprehensiveness / sufficiency.
+        fractions: RISE grid in [0, 1] (0 and 1 are added); see `metric_grid`.
         seed: seeds the random control map (a torch.Generator, so reruns agree).
         chunk_size: images per no-grad forward.
         clean_logits: logits of x if already computed (saves a forward).
-        blur_sigma_rel: blur sigma as a fraction of the image side, for fill="blur".
+        blur_sigma_rel: sigma of the Gaussian blur (fill "blur" and the insertion start) as a
+            fraction of the longer image side.
+        insertion_start: (B, C, H, W) image insertion starts from; default the blurred x.
 
     Returns:
         dict of (B,) tensors: comp, suff, comp_rand, suff_rand, del, ins; plus curves
@@ -137,6 +181,9 @@ def faithfulness(model: nn.Module, s: Tensor, x: Tensor, fill: Fill = 0.0,
     N = H * W
     if s.shape != (B, H, W):
         raise ValueError(f"saliency must be (B, H, W) = {(B, H, W)}, got {tuple(s.shape)}")
+    if not all(0.0 <= f <= 1.0 for f in fractions) or not all(0 < k <= 100 for k in ks) or not ks:
+        raise ConfigError(f"fractions must lie in [0, 1] and ks in (0, 100] (k = 0 is implicit); "
+                          f"got fractions={list(fractions)}, ks={list(ks)}")
     if clean_logits is None:
         with torch.no_grad():
             clean_logits = model(x)
@@ -144,51 +191,66 @@ def faithfulness(model: nn.Module, s: Tensor, x: Tensor, fill: Fill = 0.0,
     cls = clean_logits.argmax(dim=1)  # (B,) explained class = prediction on clean x
     p_clean = clean_logits.float().softmax(dim=1).gather(1, cls.view(-1, 1)).squeeze(1)  # (B,)
 
-    k_fracs = [k / 100 for k in ks]
-    if not all(0.0 <= f <= 1.0 for f in [*fractions, *k_fracs]):
-        raise ValueError(f"fractions must lie in [0, 1] and ks in [0, 100]; got "
-                         f"fractions={list(fractions)}, ks={list(ks)}")
-    grid = sorted(set(float(f) for f in fractions) | set(k_fracs) | {0.0, 1.0})
-    inner = [f for f in grid if 0.0 < f < 1.0]
-
+    grid = sorted(set(float(f) for f in fractions) | {0.0, 1.0})
+    k_counts = [_pixel_count(k / 100, N) for k in ks]
     gen = torch.Generator().manual_seed(seed)
     s_rand = torch.rand(B, H, W, generator=gen).to(x.device)
     ranks = torch.stack([rank_pixels(s), rank_pixels(s_rand)])  # (2, B, N)
+    if insertion_start is None:
+        insertion_start = (make_fill(x, "blur", blur_sigma_rel) if fill != "blur"
+                           else None)  # with a blur fill, the fill is the blurred copy
+    fill_values = make_fill(x, fill, blur_sigma_rel=blur_sigma_rel)
+    FILL, START = 0, 1
+    backgrounds = [fill_values] + ([insertion_start] if insertion_start is not None else [])
+    start_bg = START if insertion_start is not None else FILL
 
-    # Variants: deletion and insertion at the inner fractions, the all-filled image (deletion
-    # at 1 == insertion at 0), then the random map. Clean x is deletion at 0.
-    # The random control is an AOPC *estimate*: each sample gets one k drawn uniformly from ks
-    # (one deletion and one insertion forward instead of 2 * len(ks)); averaged over the
-    # samples of a split it is unbiased for the mean over k, at a fifth of the cost.
+    # Each perturbed image is (saliency source, pixel count, keep the top pixels?, background).
+    # Removing none or keeping all is x itself (p_clean, no forward); keeping none or removing
+    # all is the plain background, whatever the ranking.
     SAL, RAND = 0, 1
-    k_counts = torch.tensor([_pixel_count(f, N) for f in k_fracs])
-    rand_counts = k_counts[torch.randint(len(ks), (2, B), generator=gen)]  # (2, B)
-    variants = ([(SAL, _pixel_count(f, N), False) for f in inner]
-                + [(SAL, _pixel_count(f, N), True) for f in inner]
-                + [(SAL, 0, True)])
+    CLEAN = None
+
+    def key(count: int, keep_top: bool, background: int):
+        if count == (N if keep_top else 0):
+            return CLEAN
+        if count == (0 if keep_top else N):
+            return (SAL, 0, True, background)
+        return (SAL, count, keep_top, background)
+
+    del_keys = [key(_pixel_count(f, N), False, FILL) for f in grid]
+    ins_keys = [key(_pixel_count(f, N), True, start_bg) for f in grid]
+    comp_keys = [key(n, False, FILL) for n in k_counts]
+    suff_keys = [key(n, True, FILL) for n in k_counts]
+    rows: dict = {}
+    for k in del_keys + ins_keys + comp_keys + suff_keys:
+        if k is not CLEAN:
+            rows.setdefault(k, len(rows))
+    variants = list(rows)
+    # The random control is an AOPC *estimate*: each sample gets one k drawn uniformly from ks
+    # (one removal and one keep-only forward instead of 2 * len(ks)); averaged over the samples
+    # of a split it is unbiased for the AOPC of the random map, at a fifth of the cost.
+    rand_counts = torch.tensor(k_counts)[torch.randint(len(ks), (2, B), generator=gen)]  # (2, B)
     dev = x.device
     sources = torch.tensor([v[0] for v in variants] + [RAND, RAND], device=dev)
-    counts = torch.cat([torch.tensor([v[1] for v in variants]).view(-1, 1).expand(-1, B),
-                        rand_counts]).to(dev)  # (V, B)
+    counts = torch.cat([torch.tensor([v[1] for v in variants], dtype=torch.long).view(-1, 1)
+                        .expand(-1, B), rand_counts]).to(dev)  # (V, B)
     keep_top = torch.tensor([v[2] for v in variants] + [False, True], device=dev)
-    fill_values = make_fill(x, fill, blur_sigma_rel=blur_sigma_rel)
-    probs = _class_probs(model, x, fill_values, ranks, sources, counts, keep_top, cls,
-                         chunk_size)  # (V, B)
+    background = torch.tensor([v[3] for v in variants] + [FILL, FILL], device=dev)
+    probs = _class_probs(model, x, backgrounds, ranks, sources, counts, keep_top, background,
+                         cls, chunk_size)  # (V, B)
 
-    n_in = len(inner)
-    p_del_inner, p_ins_inner = probs[:n_in], probs[n_in:2 * n_in]
-    p_filled = probs[2 * n_in]
-    p_rand_del, p_rand_ins = probs[2 * n_in + 1], probs[2 * n_in + 2]
-    del_curve = torch.cat([p_clean[None], p_del_inner, p_filled[None]]).T  # (B, F)
-    ins_curve = torch.cat([p_filled[None], p_ins_inner, p_clean[None]]).T  # (B, F)
+    def curve(keys):  # (B, len(keys))
+        return torch.stack([p_clean if k is CLEAN else probs[rows[k]] for k in keys], dim=1)
+
+    del_curve, ins_curve = curve(del_keys), curve(ins_keys)
     grid_t = torch.tensor(grid, device=dev, dtype=del_curve.dtype)
-
-    col = [grid.index(f) for f in k_fracs]
+    bins = len(ks) + 1  # ERASER's |B| + 1: the k = 0 bin adds a zero term
     return {
-        "comp": (p_clean[:, None] - del_curve[:, col]).mean(dim=1),
-        "suff": (p_clean[:, None] - ins_curve[:, col]).mean(dim=1),
-        "comp_rand": p_clean - p_rand_del,
-        "suff_rand": p_clean - p_rand_ins,
+        "comp": (p_clean[:, None] - curve(comp_keys)).sum(dim=1) / bins,
+        "suff": (p_clean[:, None] - curve(suff_keys)).sum(dim=1) / bins,
+        # one drawn k estimates the mean over ks; len(ks) / bins makes it the AOPC
+        "comp_rand": (p_clean - probs[len(variants)]) * len(ks) / bins,
+        "suff_rand": (p_clean - probs[len(variants) + 1]) * len(ks) / bins,
         # grid spans [0, 1], so the trapezoid area is already normalised
         "del": torch.trapezoid(del_curve, grid_t, dim=1),
         "ins": torch.trapezoid(ins_curve, grid_t, dim=1),
@@ -198,18 +260,25 @@ def faithfulness(model: nn.Module, s: Tensor, x: Tensor, fill: Fill = 0.0,
     }
 
 
-def localization(s: Tensor, masks: Tensor, mask_threshold: float = 0.5,
-                 eps: float = 1e-8) -> dict[str, Tensor]:
+def localization(s: Tensor, masks: Tensor, mask_threshold: float = 0.5, eps: float = 1e-8,
+                 tolerance_px: float = 0.0) -> dict[str, Tensor]:
     """Per-sample pointing game, energy pointing game and top-q% IoU against ground truth.
 
-    The mask is binarised at `mask_threshold` (>=). Samples with an empty mask get NaN, so a
-    nanmean skips them. A flat saliency map (max == min) points nowhere: its pointing game is 0
-    rather than the tie-break pixel. Energy pointing game = sum(s * m) / sum(s) (Wang et al.
-    Score-CAM, CVPRW 2020). IoU takes the top-q saliency pixels, q = the mask's pixel count.
+    s is a non-negative map; pass the ReLU'd Grad-CAM *before* min-max, since the energy share
+    changes under min-max whenever the map's minimum is above 0 (the other two depend only on
+    the pixel order). The mask is binarised at `mask_threshold` (>=). Samples with an empty
+    mask get NaN, so a nanmean skips them.
+    - pg: the top-ranked pixel (the maximum, ties by pixel index) is a hit when some mask pixel
+      lies at Euclidean distance < tolerance_px from it (TorchRay's acceptance disc), or it is
+      inside the mask itself (so tolerance 0 means "inside"). A flat map (max == min) points
+      nowhere: 0.
+    - epg: sum(s * m) / sum(s) (Wang et al. Score-CAM, CVPRW 2020); 0 for an all-zero map.
+    - iou: IoU of the top-q pixels with the mask, q = the mask's pixel count.
 
     Args:
-        s: saliency (B, H, W) in [0, 1].
+        s: saliency (B, H, W), >= 0.
         masks: (B, 1, H, W) or (B, H, W) in [0, 1].
+        tolerance_px: pointing-game tolerance in pixels (see `pg_tolerance_px`).
 
     Returns:
         dict of (B,) float tensors pg, epg, iou (NaN where the mask is empty).
@@ -219,14 +288,21 @@ def localization(s: Tensor, masks: Tensor, mask_threshold: float = 0.5,
     if masks.shape != s.shape:
         raise ValueError(f"mask shape {tuple(masks.shape)} does not match saliency "
                          f"{tuple(s.shape)}; resize masks to the input size")
+    if bool((s < 0).any()):
+        raise ValueError("localization needs a non-negative map (ReLU the Grad-CAM first)")
+    B, H, W = s.shape
     m = (masks >= mask_threshold).flatten(1)  # (B, N) bool
     sf = s.flatten(1).float()  # (B, N)
     area = m.sum(dim=1)  # (B,)
     rank = rank_pixels(s)  # (B, N)
 
-    top1 = (rank == 0)
+    top1 = rank.argmin(dim=1)  # (B,) pixel index of the maximum
+    rows = torch.arange(H, device=s.device).repeat_interleave(W)  # (N,) row of every pixel
+    cols = torch.arange(W, device=s.device).repeat(H)
+    d2 = (rows[None] - (top1 // W)[:, None]) ** 2 + (cols[None] - (top1 % W)[:, None]) ** 2
+    accept = (d2.double() < float(tolerance_px) ** 2) | (d2 == 0)  # (B, N)
     flat_map = sf.max(dim=1).values == sf.min(dim=1).values
-    pg = (top1 & m).any(dim=1) & ~flat_map
+    pg = (accept & m).any(dim=1) & ~flat_map
     epg = (sf * m).sum(dim=1) / (sf.sum(dim=1) + eps)
     top_q = rank < area[:, None]
     iou = (top_q & m).sum(dim=1) / (top_q | m).sum(dim=1).clamp(min=1)
@@ -235,6 +311,15 @@ def localization(s: Tensor, masks: Tensor, mask_threshold: float = 0.5,
     nan = torch.tensor(float("nan"), device=s.device)
     return {k: torch.where(empty, nan, v.float()) for k, v in
             {"pg": pg, "epg": epg, "iou": iou}.items()}
+
+
+def class_mean(values: Tensor, labels: Tensor) -> float:
+    """Mean over classes of the per-class mean of `values` (NaNs skipped); classes with no
+    finite value (absent, or every mask empty) are left out. NaN when none is left."""
+    values, labels = values.detach().cpu().double(), labels.detach().cpu()
+    per_class = [values[labels == c].nanmean() for c in labels.unique().tolist()]
+    per_class = [v for v in per_class if not torch.isnan(v)]
+    return float(torch.stack(per_class).mean()) if per_class else float("nan")
 
 
 def prediction_auc(probs: np.ndarray | Tensor, y: np.ndarray | Tensor,
@@ -262,16 +347,26 @@ def _set_modes(model: nn.Module, modes: list[bool]) -> None:
         module.training = mode
 
 
+def _raw_saliency(model: nn.Module, layer: nn.Module, x: Tensor,
+                  target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """ReLU'd Grad-CAM of `target` (None: the predicted class) bilinearly resized to the input,
+    before min-max; (B, H, W) and the logits (B, K), detached."""
+    cam, logits = grad_cam(model, layer, x, target=target, create_graph=False, relu=True)
+    return upsample_cam(cam.detach(), x.shape[-2:]), logits.detach()
+
+
 def explanation_metrics(model: nn.Module, layer: nn.Module, x: Tensor, y: Tensor,
                         masks: Tensor | None = None, fill: Fill = 0.0,
                         ks: Sequence[float] = DEFAULT_KS,
                         fractions: Sequence[float] = DEFAULT_FRACTIONS, seed: int = 0,
-                        chunk_size: int = 1024) -> dict[str, float]:
+                        chunk_size: int = 1024,
+                        pg_tolerance_px224: float = PG_TOLERANCE_PX224) -> dict[str, float]:
     """All explanation numbers for one evaluation batch; what the trainer records.
 
-    Saliency is Grad-CAM of the *predicted* class at `layer` (method.md section 4), so y only
-    checks the batch size. The model is evaluated in eval mode and every submodule's mode is
-    restored afterwards; parameters' .grad are untouched.
+    Faithfulness explains the *predicted* class (Grad-CAM, ReLU, bilinear, min-max: method.md
+    section 4). Localisation explains the *ground-truth* class y: its ReLU'd Grad-CAM before
+    min-max (only samples predicted wrongly need a second Grad-CAM). The model is evaluated in
+    eval mode and every submodule's mode is restored afterwards; parameters' .grad are untouched.
 
     Args:
         model: x -> logits.
@@ -281,31 +376,41 @@ def explanation_metrics(model: nn.Module, layer: nn.Module, x: Tensor, y: Tensor
         masks: optional ground truth (B, 1, H, W) or (B, H, W) in [0, 1].
         fill: removed-pixel value in normalised space, or "blur".
         ks: percentages for comprehensiveness / sufficiency.
-        fractions: RISE grid; cost is B * (2 * inner grid points + 1 + 2 * len(ks)) forwards
-            (33 per image by default), so a coarser grid is the knob for speed.
+        fractions: RISE grid (`metric_grid`); see `faithfulness` for the forwards it costs.
         seed: seed of the random control map.
         chunk_size: images per forward, for the saliency and the perturbations.
+        pg_tolerance_px224: pointing-game tolerance in pixels at 224 px, scaled to x's size.
 
     Returns:
-        comp, suff, comp_rand, suff_rand, del, ins and, with masks, pg, epg, iou (NaN when
-        every mask is empty), as Python floats averaged over the batch.
+        comp, suff, comp_rand, suff_rand, del, ins and, with masks, pg, pg_cls (per-class mean
+        of pg), epg, iou (NaN when every mask is empty), as Python floats averaged over the batch.
     """
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
     modes = [m.training for m in model.modules()]
     model.eval()
     try:
-        parts = [saliency_map(model, layer, x[i:i + chunk_size])
+        parts = [_raw_saliency(model, layer, x[i:i + chunk_size])
                  for i in range(0, x.shape[0], chunk_size)]
-        s = torch.cat([p[0] for p in parts])  # (B, H, W)
+        raw = torch.cat([p[0] for p in parts])  # (B, H, W), predicted class
         logits = torch.cat([p[1] for p in parts])  # (B, K)
-        per_sample = faithfulness(model, s, x, fill=fill, ks=ks, fractions=fractions, seed=seed,
-                                  chunk_size=chunk_size, clean_logits=logits)
+        per_sample = faithfulness(model, normalize_cam(raw), x, fill=fill, ks=ks,
+                                  fractions=fractions, seed=seed, chunk_size=chunk_size,
+                                  clean_logits=logits)
+        if masks is not None:
+            y = y.to(x.device)
+            wrong = (logits.argmax(dim=1) != y).nonzero().flatten()
+            raw_true = raw.clone()  # Grad-CAM of y; samples do not interact in eval mode
+            for i in range(0, len(wrong), chunk_size):
+                idx = wrong[i:i + chunk_size]
+                raw_true[idx] = _raw_saliency(model, layer, x[idx], target=y[idx])[0]
     finally:
         _set_modes(model, modes)
     keys = ("comp", "suff", "comp_rand", "suff_rand", "del", "ins")
     out = {k: float(per_sample[k].mean()) for k in keys}
     if masks is not None:
-        loc = localization(s, masks.to(s.device))
+        tol = pg_tolerance_px(pg_tolerance_px224, *x.shape[-2:])
+        loc = localization(raw_true, masks.to(raw_true.device), tolerance_px=tol)
         out.update({k: float(v.nanmean()) for k, v in loc.items()})
+        out["pg_cls"] = class_mean(loc["pg"], y)
     return out
