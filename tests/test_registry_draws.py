@@ -13,7 +13,8 @@ def _stream(seed, name):
 
 
 SHARED_FIXED = {"data_augmentation": True, "resnet18": False, "nonlinear_classifier": False,
-                "pretrained": True, "cnn_width": 32, "explain_n": 256}
+                "pretrained": True, "cnn_width": 32, "explain_n": 256,
+                "explain_grid_points": 0, "pg_tolerance_px224": 15.0}
 
 # name -> draw, written from the registry's documented ranges (DomainBed's for the shared ones)
 SMALL = {"resnet_dropout": lambda r: r.choice([0.0, 0.1, 0.5]),
