@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from domainbed_align.datasets import digits
-from domainbed_align.datasets.digits import (CUE_AGREEMENT, PALETTE, SpuriousDigits, _degrade,
-                                             make_spurious_digits)
+from domainbed_align.datasets.digits import (CUE_AGREEMENT, PALETTE, Debug28, SpuriousDigits,
+                                             _degrade, make_spurious_digits)
 from domainbed_align.lib.errors import ConfigError
 
 N_PER_DOMAIN = [450, 449, 449, 449]        # 1,797 scikit-learn digits split in four
@@ -31,6 +31,7 @@ def test_shapes_labels_and_sizes(domains):
     for x, y, gt, train_masks in domains:
         assert x.shape == (len(y), 3, 28, 28) and x.dtype == np.float32
         assert gt.shape == (len(y), 1, 28, 28) and set(np.unique(gt)) == {0.0, 1.0}
+        assert gt.dtype == np.float32
         assert train_masks is gt                     # mask_quality "gt"
         assert 0 <= x.min() and x.max() <= 1
         assert set(np.unique(y)) == set(range(10))
@@ -158,4 +159,28 @@ def test_background_styles():
         assert bg.std() > 0.01
     with pytest.raises(ValueError):
         digits._background("checkers", 1, rs)
+    with pytest.raises(ValueError, match="^checkers$"):
+        digits._background("checkers", 1, rs)
     assert SpuriousDigits.environments()[:4] == SpuriousDigits.environments()
+
+
+def test_debug28_is_fixed_small_random_data():
+    a, b = Debug28("", [0], {}), Debug28("", [1], {})
+    assert (len(a), a.num_classes, tuple(a.input_shape)) == (3, 2, (3, 28, 28))
+    for ea, eb in zip(a.datasets, b.datasets):
+        torch.testing.assert_close(ea.x, eb.x)                  # the same data every time
+        assert ea.x.shape == (48, 3, 28, 28) and ea.masks.shape == (48, 1, 28, 28)
+        assert set(ea.y.tolist()) == {0, 1}
+    assert [int(e.y.sum()) for e in a.datasets] == [23, 30, 30]
+    assert [int(e.masks.sum()) for e in a.datasets] == [11304, 11284, 11335]   # ~30% of pixels
+    np.testing.assert_allclose([float(e.x.sum()) for e in a.datasets],
+                               [-205.7453, -492.6782, -260.7108], atol=1e-3)
+
+
+def test_spurious_digits_reads_its_hparams():
+    clean = SpuriousDigits("", [3], {"digits_spurious": False})
+    default = SpuriousDigits("", [3], {})
+    for c, d in zip(clean.datasets, default.datasets):
+        assert not torch.equal(c.x[:, :, :4, :4], d.x[:, :, :4, :4])
+        torch.testing.assert_close(d.masks, d.eval_masks)       # default mask_quality: gt
+    assert all(e.masks.dtype == torch.float32 for e in default.datasets)
