@@ -27,9 +27,10 @@ from domainbed_align.algorithms import get_algorithm_class
 from domainbed_align.datasets import get_dataset_class
 from domainbed_align.datasets.masks import require_masks
 from domainbed_align.datasets.loaders import train_batches
+from domainbed_align.datasets.splits import split_indices  # noqa: F401  (also re-exported)
 from domainbed_align.evaluation import evaluate_split, explain_subsample
 from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError, TrainingError
-from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line, seed_hash
+from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line
 
 TASKS = ("domain_generalization", "single_source")
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -103,14 +104,6 @@ def _parse_hparams_json(text: Optional[str]) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"--hparams must be a JSON object like '{{\"lr\": 1e-4}}', got {text!r}")
     return value
-
-
-def split_indices(n: int, holdout_fraction: float, trial_seed: int, env: int):
-    """DomainBed's split: shuffle with seed_hash(trial_seed, env); first part is `out`."""
-    keys = list(range(n))
-    np.random.RandomState(seed_hash(trial_seed, env)).shuffle(keys)
-    n_out = int(n * holdout_fraction)
-    return keys[n_out:], keys[:n_out]  # in, out
 
 
 def _rng_state() -> dict:

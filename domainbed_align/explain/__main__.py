@@ -108,7 +108,7 @@ def _run(a: argparse.Namespace) -> int:
     from domainbed_align.algorithms import get_algorithm_class
     from domainbed_align.datasets import get_dataset_class
     from domainbed_align.explain import plots
-    from domainbed_align.train import split_indices
+    from domainbed_align.datasets.splits import split_indices
 
     if a.n < 1:
         raise ConfigError(f"--n must be at least 1, got {a.n}")

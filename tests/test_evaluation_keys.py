@@ -1,0 +1,151 @@
+"""Which split each record key is measured on, and what `evaluate_split` computes on it."""
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from domainbed_align import evaluation, train
+from domainbed_align.datasets.base import TensorDomain
+from domainbed_align.evaluation import evaluate_split, explain_subsample
+from domainbed_align.explain import metrics
+from domainbed_align.lib.errors import TrainingError
+
+
+def _domainbed_split(n, fraction, trial_seed, env):
+    seed = int(hashlib.md5(str((trial_seed, env)).encode()).hexdigest(), 16) % 2**31
+    keys = list(range(n))
+    np.random.RandomState(seed).shuffle(keys)
+    k = int(n * fraction)
+    return keys[k:], keys[:k]
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    t = train.Trainer(train.TrainConfig(dataset="Debug28", algorithm="ERM", test_envs=(1,),
+                                        trial_seed=2, output_dir=str(tmp_path),
+                                        hparams='{"explain_n": 5}'))
+    t._setup()
+    return t
+
+
+def test_every_key_comes_from_its_own_split(trainer, monkeypatch):
+    calls = []
+
+    def recorder(algorithm, dataset, indices, explain_positions, num_classes, device,
+                 num_workers=0):
+        assert algorithm is trainer.algorithm and device == trainer.device
+        assert num_workers == 0                              # Debug28: in memory, no workers
+        calls.append((dataset, list(indices), explain_positions, num_classes))
+        return {"acc": float(len(calls)), "comp": -float(len(calls))}
+    monkeypatch.setattr(train, "evaluate_split", recorder)
+    results = trainer._evaluate()
+    assert len(calls) == 6 and len(results) == 12
+    for i in range(3):
+        want = dict(zip(("in", "out"), _domainbed_split(48, 0.2, 2, i)))
+        assert len(want["in"]) == 39 and len(want["out"]) == 9
+        for name in ("in", "out"):
+            call = int(results[f"env{i}_{name}_acc"])
+            assert results[f"env{i}_{name}_comp"] == -call
+            dataset, indices, positions, num_classes = calls[call - 1]
+            assert indices == want[name], (i, name)
+            assert dataset.x is trainer.dataset.datasets[i].x      # domain i, evaluation view
+            assert num_classes == 2
+            np.testing.assert_array_equal(positions, explain_subsample(len(want[name]), 5, 2, i,
+                                                                       name))
+
+
+def test_explain_subsample_is_fixed_sorted_and_split_specific():
+    a = explain_subsample(20, 5, 0, 1, "in")
+    assert list(a) == sorted(a) and len(set(a)) == 5 and a.max() < 20
+    seed = int(hashlib.md5(str((0, 1, "in", "explain")).encode()).hexdigest(), 16) % 2**31
+    np.testing.assert_array_equal(a, np.sort(np.random.RandomState(seed).permutation(20)[:5]))
+    assert list(explain_subsample(20, 5, 0, 1, "out")) != list(a)
+    assert list(explain_subsample(3, 5, 0, 1, "in")) == [0, 1, 2]       # all when fewer
+
+
+class IndexModel(nn.Module):
+    """Reads the item index stored in pixel (0, 0, 0); right on even indices, wrong on odd."""
+
+    def __init__(self):
+        super().__init__()
+        self.network = nn.Identity()
+        self.cam_layer = None
+        self.hparams = {"explain_grid_points": 0, "pg_tolerance_px224": 15.0}
+        self.seen_training = []
+        self.extras = []
+
+    def predict(self, x):
+        self.seen_training.append(self.training)
+        idx = x[:, 0, 0, 0].long()
+        label = x[:, 1, 0, 0].long()
+        pred = torch.where(idx % 2 == 0, label, 1 - label)
+        return 5.0 * nn.functional.one_hot(pred, 2).float()
+
+    def explanation_extras(self, x, y, m):
+        self.extras.append((x[:, 0, 0, 0].long().tolist(), y.tolist(), m.shape))
+        return {"mask_iou": 0.25}
+
+
+def _domain(n=10):
+    x = torch.zeros(n, 2, 3, 3)
+    x[:, 0, 0, 0] = torch.arange(n, dtype=torch.float32)
+    y = torch.tensor([i % 2 for i in range(n)])
+    x[:, 1, 0, 0] = y.float()
+    m = torch.zeros(n, 1, 3, 3)
+    m[:, 0, 0, 0] = torch.arange(n, dtype=torch.float32)
+    return TensorDomain(x, y, m)
+
+
+def test_evaluate_split_measures_only_the_given_indices(monkeypatch):
+    seen = []
+
+    def fake_metrics(network, layer, x, y, masks=None, **options):
+        seen.append((x[:, 0, 0, 0].long().tolist(), y.tolist(), masks[:, 0, 0, 0].long().tolist()))
+        return {"comp": 0.5}
+    monkeypatch.setattr(metrics, "explanation_metrics", fake_metrics)
+    model = IndexModel()
+    model.train()
+    indices = [0, 1, 2, 3, 4, 6]
+    out = evaluate_split(model, _domain(), indices, np.array([1, 3, 5]), 2, "cpu")
+    assert out["acc"] == pytest.approx(4 / 6)                    # even indices right
+    y = np.array([i % 2 for i in indices])
+    probs = torch.softmax(model.predict(_domain().x[indices]), 1).numpy()
+    assert out["auc"] == pytest.approx(metrics.prediction_auc(probs, y, 2))
+    assert seen == [([1, 3, 6], [1, 1, 0], [1, 3, 6])]          # positions into the split
+    assert model.extras == [([1, 3, 6], [1, 1, 0], (3, 1, 3, 3))]
+    assert out["comp"] == 0.5 and out["mask_iou"] == 0.25
+    assert model.seen_training[0] is False and model.training    # eval inside, mode restored
+
+
+def test_evaluate_split_without_explanations_and_in_batches(monkeypatch):
+    monkeypatch.setattr(evaluation, "EVAL_BATCH_SIZE", 3)
+    monkeypatch.setattr(metrics, "explanation_metrics", lambda *a, **k: pytest.fail("called"))
+    model = IndexModel()
+    model.eval()
+    out = evaluate_split(model, _domain(), [9, 8, 7, 5, 1], None, 2, "cpu")
+    assert out["acc"] == pytest.approx(1 / 5) and set(out) == {"acc", "auc"}
+    assert len(model.seen_training) == 2 and not model.training
+    out = evaluate_split(model, _domain(), [2, 4], np.array([], dtype=np.int64), 2, "cpu")
+    assert out["acc"] == 1.0 and set(out) == {"acc", "auc"}
+
+
+def test_diverged_model_is_a_training_error():
+    model = IndexModel()
+    model.predict = lambda x: torch.full((len(x), 2), float("nan"))
+    with pytest.raises(TrainingError, match="outputs NaN/inf"):
+        evaluate_split(model, _domain(), [0, 1], None, 2, "cpu")
+    assert model.training
+
+
+def test_evaluation_workers_are_capped_by_the_cpus(trainer, monkeypatch):
+    workers = []
+    monkeypatch.setattr(train, "evaluate_split", lambda *a, num_workers=0: workers.append(
+        num_workers) or {"acc": 0.0})
+    monkeypatch.setattr(trainer.dataset, "N_WORKERS", 4)
+    for cpus, expected in ((3, 3), (8, 4), (None, 1)):
+        monkeypatch.setattr(train.os, "cpu_count", lambda: cpus)
+        workers.clear()
+        trainer._evaluate()
+        assert workers == [expected] * 6
