@@ -549,7 +549,8 @@ def test_random_control_default_seed_is_zero():
     s = x[:, 0].clone()
     a, b = faithfulness(MeanReader(), s, x), faithfulness(MeanReader(), s, x, seed=0)
     c = faithfulness(MeanReader(), s, x, seed=1)
-    assert torch.equal(a["comp_rand"], b["comp_rand"]) and torch.equal(a["suff_rand"], b["suff_rand"])
+    assert torch.equal(a["comp_rand"], b["comp_rand"])
+    assert torch.equal(a["suff_rand"], b["suff_rand"])
     assert not torch.equal(a["comp_rand"], c["comp_rand"])
 
 
