@@ -568,9 +568,10 @@ def test_tensors_are_made_on_the_input_device():
     assert all(v.device == meta for v in r.values())
     s = torch.tensor([[[0.0, 2.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]]])
     m = torch.tensor([[[0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
-    expected = localization(s, m)
+    expected, blurred = localization(s, m), gaussian_blur(s[:, None], 1.0)
     with meta:
         got = localization(s, m)
+        assert torch.equal(gaussian_blur(s[:, None], 1.0), blurred)
     for k in expected:
         torch.testing.assert_close(got[k], expected[k], equal_nan=True)
 
