@@ -183,3 +183,13 @@ def test_spurious_digits_reads_its_hparams():
         assert not torch.equal(c.x[:, :, :4, :4], d.x[:, :, :4, :4])
         torch.testing.assert_close(d.masks, d.eval_masks)       # default mask_quality: gt
     assert all(e.masks.dtype == torch.float32 for e in default.datasets)
+
+
+def test_background_grid_is_float32_for_pinned_bytes():
+    """The stripes / gradient coordinates are the float32 grid k / 28: part of what makes the
+    generated data the same on every machine. Pinned to 1e-12 (float64 libm differences are
+    ~1e-16; a float64 grid moves these sums by ~1e-9 relative)."""
+    pinned = {"stripes": 665.8140658992988, "gradient": 1057.5267789768027}
+    for style, total in pinned.items():
+        bg = digits._background(style, 2, np.random.RandomState(0))
+        assert float(bg.sum()) == pytest.approx(total, rel=1e-12, abs=0), style

@@ -1,11 +1,13 @@
 """Explanation metrics on models whose right answer is known by construction."""
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from domainbed_align.explain.gradcam import grad_cam, normalize_cam, upsample_cam
 from domainbed_align.explain.metrics import (_pixel_count, class_mean, explanation_metrics,
                                              faithfulness, gaussian_blur, localization,
                                              make_fill, metric_grid, pg_tolerance_px,
@@ -421,3 +423,240 @@ def test_localisation_explains_the_true_class_on_the_raw_map():
     assert r["iou"] == pytest.approx((1 + 1 / 1) / 2)  # flat map: top-1 by index = pixel 0
     r1 = explanation_metrics(model, model.conv, x, torch.tensor([1, 1]), masks=m)
     assert r1["pg"] == 1.0 and r1["epg"] == pytest.approx(4 / 7)
+
+
+# ------------------------------------------------- boundaries, defaults and pass-through (13)
+def _full(msg):
+    """pytest.raises(match=...) pattern for exactly this message."""
+    return "^" + re.escape(msg) + "$"
+
+
+def test_error_messages_name_the_shapes():
+    x = torch.zeros(3, 1, 4, 4)  # C != B, so a swapped axis shows in the message
+    model = OffsetCam()
+    with pytest.raises(ValueError, match=_full("x has 3 samples but y has 2")):
+        explanation_metrics(model, model.conv, x, torch.zeros(2, dtype=torch.long))
+    x, _ = ten_pixels()
+    with pytest.raises(ValueError, match=_full(
+            "saliency must be (B, H, W) = (1, 1, 10), got (1, 2, 5)")):
+        faithfulness(MeanReader(), torch.zeros(1, 2, 5), x)
+    with pytest.raises(ValueError, match=_full(
+            "mask shape (1, 3, 3) does not match saliency (1, 2, 2); resize masks to the input "
+            "size")):
+        localization(torch.zeros(1, 2, 2), torch.zeros(1, 3, 3))
+    with pytest.raises(ValueError, match=_full(
+            "localization needs a non-negative map (ReLU the Grad-CAM first)")):
+        localization(-torch.ones(1, 2, 2), torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match=_full(
+            "unknown fill 'noise'; use a float (normalised value) or 'blur'")):
+        make_fill(x, "noise")
+    with pytest.raises(ValueError, match=_full("probs must be (B, 3), got (6, 2)")):
+        prediction_auc(np.full((6, 2), 0.5), np.array([0, 1, 2, 0, 1, 2]), 3)
+    with pytest.raises(ValueError, match=re.escape("got (6,)")):
+        prediction_auc(np.full(6, 0.5), np.array([0, 1, 2, 0, 1, 2]), 3)
+
+
+def test_prediction_auc_accepts_probabilities_attached_to_a_graph():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]], requires_grad=True)
+    assert prediction_auc(logits.softmax(1), torch.tensor([0, 1, 0]), 2) == 1.0
+
+
+def test_gaussian_blur_of_an_impulse_is_the_truncated_kernel():
+    """A unit impulse blurs into exp(-t^2 / 2 sigma^2) / sum over |t| <= max(1, ceil(3 sigma)),
+    in both directions (separable: the 2-D response is the outer product); dtype is kept."""
+    def kernel(sigma):
+        r = max(1, math.ceil(3 * sigma))
+        g = [math.exp(-0.5 * (t / sigma) ** 2) for t in range(-r, r + 1)]
+        return [v / sum(g) for v in g]
+
+    for sigma in (1.0, 0.3, 0.7):
+        k = kernel(sigma)
+        x = torch.zeros(1, 1, 1, 11, dtype=torch.float64)
+        x[..., 5] = 1.0
+        out = gaussian_blur(x, sigma)
+        assert out.dtype == torch.float64
+        r = len(k) // 2
+        expected = torch.zeros(11, dtype=torch.float64)
+        expected[5 - r:5 + r + 1] = torch.tensor(k, dtype=torch.float64)
+        torch.testing.assert_close(out[0, 0, 0], expected, rtol=0, atol=1e-12)
+    k = torch.tensor(kernel(1.0), dtype=torch.float64)
+    x = torch.zeros(1, 2, 9, 9, dtype=torch.float64)
+    x[0, 0, 4, 4] = 1.0  # channel 1 stays zero: channels do not mix
+    out = gaussian_blur(x, 1.0)
+    torch.testing.assert_close(out[0, 0, 1:8, 1:8], torch.outer(k, k), rtol=0, atol=1e-12)
+    assert out[0, 1].abs().max() == 0 and out[0, 0, 0].abs().max() == 0
+
+
+def test_make_fill_defaults_dtype_and_blur_sigma():
+    x = torch.rand(1, 5, 2, 3, dtype=torch.float64)  # more channels than rows or columns
+    const = make_fill(x)
+    assert const.shape == (1, 1, 1, 1) and const.item() == 0.0 and const.dtype == torch.float64
+    assert make_fill(x, 0.5).dtype == torch.float64 and make_fill(x, 0.5).item() == 0.5
+    torch.testing.assert_close(make_fill(x, "blur"), gaussian_blur(x, 0.1 * 3), rtol=0, atol=0)
+    torch.testing.assert_close(make_fill(x, "blur", 0.5), gaussian_blur(x, 1.5), rtol=0, atol=0)
+
+
+def test_metric_grid_default_and_the_smallest_grid():
+    assert metric_grid() == (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
+    assert metric_grid(2) == (0.0, 1.0)
+
+
+def test_faithfulness_validation_boundaries():
+    x, s = ten_pixels()
+    with pytest.raises(ValueError, match="fractions must lie in"):
+        faithfulness(MeanReader(), s, x, fractions=(0.0, 1.5))
+    with pytest.raises(ValueError, match="ks in"):
+        faithfulness(MeanReader(), s, x, ks=(100.5,))
+    r = faithfulness(MeanReader(), s, x, ks=(100,))  # k = 100% is allowed: remove everything
+    assert r["comp"].item() == pytest.approx((0.58 - 0.10) / 2, abs=1e-6)
+    assert r["suff"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_grid_always_spans_zero_to_one():
+    """Grid (0.5,) becomes 0, .5, 1 = 0, 5, 10 px: p = .58 .18 .10, area .19 + .07 = 0.26."""
+    x, s = ten_pixels()
+    r = faithfulness(MeanReader(), s, x, fractions=(0.5,))
+    assert r["fractions"].tolist() == [0.0, 0.5, 1.0]
+    assert r["del"].item() == pytest.approx(0.26, abs=1e-6)
+
+
+def test_faithfulness_is_per_sample():
+    """Sample 1 is all zeros: predicted class 0 with p = 0.9 whatever is removed or kept, so
+    comp and suff are 0 and both areas 0.9."""
+    x, s = ten_pixels()
+    x2, s2 = torch.cat([x, torch.zeros_like(x)]), torch.cat([s, torch.zeros_like(s)])
+    r = faithfulness(MeanReader(), s2, x2, ks=(10, 20, 50), fractions=(0.0, 0.1, 0.2, 0.5, 1.0),
+                     insertion_start=torch.zeros_like(x2))
+    torch.testing.assert_close(r["comp"], torch.tensor([0.16, 0.0]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(r["suff"], torch.tensor([0.20, 0.0]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(r["del"], torch.tensor([0.26, 0.9]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(r["ins"], torch.tensor([0.42, 0.9]), rtol=0, atol=1e-6)
+
+
+def test_fill_value_and_blur_sigma_reach_the_deletion_curve():
+    """Deletion ends at the all-fill image: p = 0.1 + 0.8 * mean(fill)."""
+    x, s = ten_pixels()
+    r = faithfulness(MeanReader(), s, x, fill=0.5)
+    assert r["del_curve"][0, -1].item() == pytest.approx(0.5, abs=1e-6)
+    r = faithfulness(MeanReader(), s, x, fill="blur", blur_sigma_rel=0.3)
+    expected = 0.1 + 0.8 * gaussian_blur(x, 0.3 * 10).mean().item()
+    assert r["del_curve"][0, -1].item() == pytest.approx(expected, abs=1e-6)
+    assert r["ins_curve"][0, 0].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_random_control_default_seed_is_zero():
+    x = torch.rand(4, 1, 1, 10, generator=torch.Generator().manual_seed(0))
+    s = x[:, 0].clone()
+    a, b = faithfulness(MeanReader(), s, x), faithfulness(MeanReader(), s, x, seed=0)
+    c = faithfulness(MeanReader(), s, x, seed=1)
+    assert torch.equal(a["comp_rand"], b["comp_rand"])
+    assert torch.equal(a["suff_rand"], b["suff_rand"])
+    assert not torch.equal(a["comp_rand"], c["comp_rand"])
+
+
+def test_tensors_are_made_on_the_input_device():
+    """Every tensor the metrics create follows the input's device (checked with 'meta' tensors,
+    and, for localization, with 'meta' as the default device while the inputs are on the CPU)."""
+    meta = torch.device("meta")
+    assert rank_pixels(torch.zeros(2, 3, 3, device=meta)).device == meta
+    assert gaussian_blur(torch.zeros(1, 2, 5, 5, device=meta), 1.0).device == meta
+    assert make_fill(torch.zeros(1, 2, 5, 5, device=meta), 0.5).device == meta
+    r = faithfulness(MeanReader(), torch.zeros(2, 1, 10, device=meta),
+                     torch.zeros(2, 1, 1, 10, device=meta), fill="blur")
+    r.update(faithfulness(MeanReader(), torch.zeros(2, 1, 10, device=meta),
+                          torch.zeros(2, 1, 1, 10, device=meta)))
+    assert all(v.device == meta for v in r.values())
+    s = torch.tensor([[[0.0, 2.0], [1.0, 1.0]], [[1.0, 0.0], [0.0, 0.0]]])
+    m = torch.tensor([[[0.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    expected, blurred = localization(s, m), gaussian_blur(s[:, None], 1.0)
+    with meta:
+        got = localization(s, m)
+        assert torch.equal(gaussian_blur(s[:, None], 1.0), blurred)
+    for k in expected:
+        torch.testing.assert_close(got[k], expected[k], equal_nan=True)
+
+
+def test_localization_threshold_row_column_and_tolerance_square():
+    s = torch.zeros(1, 5, 5)
+    s[0, 1, 2] = 1.0  # maximum at row 1, column 2 (pixel 7)
+    m = torch.zeros(1, 5, 5)
+    m[0, 1, 2] = 0.5  # exactly the threshold: in the mask (>=)
+    loc = localization(s, m)
+    assert loc["pg"].item() == 1.0 and loc["iou"].item() == 1.0
+    m = torch.zeros(1, 5, 5)
+    m[0, 3, 4] = 1  # distance sqrt(8) from (1, 2)
+    assert localization(s, m, tolerance_px=3.0)["pg"].item() == 1.0
+    assert localization(s, m, tolerance_px=2.5)["pg"].item() == 0.0
+    assert localization(s, m, tolerance_px=2.9)["pg"].item() == 1.0
+
+
+def test_energy_pointing_game_eps_is_added_to_the_mass():
+    s = torch.tensor([[[2.0, 1.0], [1.0, 1.0]]])
+    m = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    assert localization(s, m, eps=1.0)["epg"].item() == pytest.approx(2 / 6)
+
+
+def _minmax_cam(model, x):
+    cam, _ = grad_cam(model, model.conv, x, relu=True)
+    return normalize_cam(upsample_cam(cam.detach(), x.shape[-2:]))
+
+
+def test_explanation_metrics_passes_its_arguments_to_faithfulness():
+    model = OffsetCam()
+    x = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.ones(3, dtype=torch.long)
+    kw = dict(fill=0.5, ks=(30,), fractions=(0.25,), seed=3)
+    expected = faithfulness(model, _minmax_cam(model, x), x, **kw)
+    r = explanation_metrics(model, model.conv, x, y, chunk_size=2, **kw)
+    for k in ("comp", "suff", "comp_rand", "suff_rand", "del", "ins"):
+        assert r[k] == pytest.approx(expected[k].mean().item(), abs=1e-6), k
+    defaults = explanation_metrics(model, model.conv, x, y)
+    assert defaults == explanation_metrics(model, model.conv, x, y, fill=0.0, seed=0)
+    assert defaults != explanation_metrics(model, model.conv, x, y, fill=1.0)
+    assert defaults["comp_rand"] != explanation_metrics(model, model.conv, x, y, seed=1)[
+        "comp_rand"]
+
+
+def test_explanation_metrics_forwards_in_chunks_once_per_image():
+    """B = 3 images of 100 px, 2 of them predicted wrongly, chunks of 2: one saliency forward per
+    image, 19 perturbations per image (the clean logits are reused), one more Grad-CAM forward
+    per wrong prediction; no forward holds more than chunk_size images."""
+    calls = []
+
+    class Counting(OffsetCam):
+        def forward(self, x):
+            calls.append(len(x))
+            return super().forward(x)
+
+    model = Counting()
+    x = torch.rand(3, 1, 10, 10, generator=torch.Generator().manual_seed(0))  # all predict 1
+    y = torch.tensor([1, 0, 0])
+    explanation_metrics(model, model.conv, x, y, masks=torch.ones(3, 10, 10), chunk_size=2)
+    assert sum(calls) == 3 + 3 * 19 + 2 and max(calls) <= 2
+
+
+def test_wrong_predictions_are_found_per_sample():
+    """Sample 0: x = -3, A = -2, logits (2, -2): predicted 0 = y. Sample 1: A = [[4, 1], [1, 1]],
+    logits (-1.75, 1.75): predicted 1, y = 0, so its map is the all-zero CAM of class 0 (miss),
+    not the CAM of class 1 (a hit on the top-left mask)."""
+    model = OffsetCam()
+    x = torch.stack([torch.full((1, 2, 2), -3.0), torch.tensor([[[3.0, 0.0], [0.0, 0.0]]])])
+    m = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]]).repeat(2, 1, 1)
+    r = explanation_metrics(model, model.conv, x, torch.tensor([0, 0]), masks=m)
+    assert r["pg"] == 0.0 and r["pg_cls"] == 0.0
+    assert r["epg"] == pytest.approx((0.25 + 0.0) / 2)
+
+
+def test_explanation_metrics_scales_the_pointing_tolerance():
+    """16 px input: 15 px at 224 is 15 * 16 / 224 = 1.07 px, enough for a mask pixel next to the
+    maximum (distance 1); 13 px at 224 (0.93 px) and 0 are not."""
+    model = OffsetCam()
+    x = torch.zeros(1, 1, 16, 16)
+    x[0, 0, 0, 0] = 3.0  # A = 4 there, 1 elsewhere: the maximum is pixel (0, 0)
+    m = torch.zeros(1, 16, 16)
+    m[0, 0, 1] = 1
+    y = torch.tensor([1])
+    assert explanation_metrics(model, model.conv, x, y, masks=m)["pg"] == 1.0
+    for tol in (13.0, 0.0):
+        assert explanation_metrics(model, model.conv, x, y, masks=m,
+                                   pg_tolerance_px224=tol)["pg"] == 0.0

@@ -222,3 +222,20 @@ def test_mem_gb_units(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: 5 * 1024**3)
     assert train._mem_gb() == 5.0
+
+
+def test_checkpoint_is_read_onto_the_cpu(tmp_path, monkeypatch):
+    """A checkpoint written on a GPU must load on any machine and keep the RNG states CPU
+    tensors: the trainer reads it with map_location="cpu" (and weights_only, no code runs).
+    A CPU-only test cannot hold a CUDA tensor, so this watches the arguments torch.load gets."""
+    t = _trainer(tmp_path)
+    t._save_checkpoint(1, {}, [])
+    seen, real_load = [], torch.load
+
+    def load(*args, **kwargs):
+        seen.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(train.torch, "load", load)
+    assert t._load_checkpoint()["next_step"] == 1
+    assert seen == [{"map_location": "cpu", "weights_only": True}]
