@@ -67,3 +67,16 @@ def test_failed_new_file_leaves_nothing(tmp_path):
 def test_json_line_is_sorted_keys_and_one_newline():
     assert json_line({"b": 1, "a": [1, 2], "c": {"z": 0, "y": None}}) == \
         '{"a": [1, 2], "b": 1, "c": {"y": null, "z": 0}}\n'
+
+
+def test_fsync_reaches_the_disk_by_default_and_only_then(tmp_path, monkeypatch):
+    """Durability: the data is fsynced before the rename unless the caller opts out."""
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert len(synced) == 1 and (tmp_path / "a.txt").read_text() == "x"
+    atomic_write_text(tmp_path / "b.txt", "y", fsync=False)
+    assert len(synced) == 1 and (tmp_path / "b.txt").read_text() == "y"
+    with atomic_open(tmp_path / "c.txt") as f:  # text mode by default
+        f.write("z")
+    assert len(synced) == 2 and (tmp_path / "c.txt").read_text() == "z"
