@@ -140,3 +140,54 @@ def test_an_upstream_style_algorithm_registers_and_trains(tmp_path):
         registry.ALGORITHMS.remove("PortedMixup")
         registry._REGISTRY.pop("PortedMixup")
         hparams_registry._ALGORITHM_BLOCKS.pop("PortedMixup")
+
+
+def _domains(sizes):
+    """Minibatch d: x filled with d (so a pair names its domains), y = arange."""
+    return [(torch.full((n, 2), float(d)), torch.arange(n)) for d, n in enumerate(sizes)]
+
+
+def test_random_pairs_of_minibatches_is_a_cycle_over_a_permutation():
+    mbs = _domains([4, 3, 5])
+    torch.manual_seed(0)
+    perm = torch.randperm(3).tolist()
+    torch.manual_seed(0)
+    pairs = misc.random_pairs_of_minibatches(mbs)
+    assert len(pairs) == 3
+    for i, ((xi, yi), (xj, yj)) in enumerate(pairs):
+        a, b = perm[i], perm[(i + 1) % 3]
+        n = min(len(mbs[a][0]), len(mbs[b][0]))
+        assert (xi == a).all() and (xj == b).all() and len(xi) == len(yi) == len(xj) == len(yj) == n
+
+
+def test_split_meta_train_test_pairs_train_domains_with_test_domains():
+    mbs = _domains([4, 3, 5])
+    np.random.seed(0)
+    perm = np.random.permutation(3)
+    choice = np.random.choice(perm[-1:], 2)
+    np.random.seed(0)
+    pairs = misc.split_meta_train_test(mbs)  # num_meta_test = 1
+    assert len(pairs) == 2
+    for i, ((xi, yi), (xj, yj)) in zip(perm[:2], pairs):
+        j = choice[0]
+        n = min(len(mbs[i][0]), len(mbs[j][0]))
+        assert (xi == i).all() and (xj == j).all() and len(xi) == len(yi) == len(xj) == len(yj) == n
+        assert torch.equal(yi, torch.arange(n))
+    np.random.seed(0)
+    assert len(misc.split_meta_train_test(mbs, num_meta_test=2)) == 1
+
+
+def test_split_dataset_is_upstreams_shuffle_with_seed_0():
+    data = list(range(10, 17))
+    keys = list(range(7))
+    np.random.RandomState(0).shuffle(keys)
+    a, b = misc.split_dataset(data, 3)
+    assert [a[i] for i in range(len(a))] == [10 + k for k in keys[:3]]
+    assert [b[i] for i in range(len(b))] == [10 + k for k in keys[3:]]
+    whole, rest = misc.split_dataset(data, 7)  # n == len is allowed
+    assert len(whole) == 7 and len(rest) == 0
+
+
+def test_param_dict_reflected_subtraction():
+    p = misc.ParamDict({"w": torch.tensor([1.0, 2.0])})
+    assert torch.equal((1 - p)["w"], torch.tensor([0.0, -1.0]))

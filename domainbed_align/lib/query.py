@@ -150,9 +150,6 @@ class Q:
     def flatten(self) -> "Q":
         return Q(y for x in self._items for y in x)
 
-    def _append(self, item) -> None:
-        self._items.append(item)
-
     def list(self) -> list:
         return list(self._items)
 
