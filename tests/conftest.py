@@ -22,3 +22,17 @@ def weird_tmp_path(tmp_path):
     p = tmp_path / "a b'; echo \"x"
     p.mkdir()
     return p
+
+
+# Keys that differ between an interrupted and an unbroken run of the same job.
+TIMING_KEYS = {"step_time", "mem_gb"}
+
+
+def without_timing(records):
+    """Records minus timing keys and the run folder, for comparing a resumed run with a reference."""
+    out = []
+    for r in records:
+        r = {k: v for k, v in r.items() if k not in TIMING_KEYS}
+        r["args"] = {k: v for k, v in r["args"].items() if k != "output_dir"}
+        out.append(r)
+    return out

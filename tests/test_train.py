@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from conftest import REPO, run_module
+from conftest import REPO, run_module, without_timing
 from domainbed_align.lib.records import read_jsonl
 
-TIMING_KEYS = {"step_time", "mem_gb"}
 UPSTREAM_ARGS = {"algorithm", "checkpoint_freq", "data_dir", "dataset", "holdout_fraction", "hparams",
                  "hparams_seed", "output_dir", "save_model_every_checkpoint", "seed", "skip_model_save",
                  "steps", "task", "test_envs", "trial_seed", "uda_holdout_fraction"}
@@ -23,13 +22,7 @@ def _records(folder):
     return records
 
 
-def _strip(records):
-    out = []
-    for r in records:
-        r = {k: v for k, v in r.items() if k not in TIMING_KEYS}
-        r["args"] = {k: v for k, v in r["args"].items() if k != "output_dir"}
-        out.append(r)
-    return out
+_strip = without_timing
 
 
 def test_debug_run_writes_domainbed_records(weird_tmp_path):
