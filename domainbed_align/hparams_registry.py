@@ -121,6 +121,10 @@ def _spurious_digits(hparam):
     hparam("digits_spurious", True, lambda r: True)
     # Masks handed to mask-based methods: gt, dilated, shifted, partial or random.
     hparam("mask_quality", "gt", lambda r: "gt")
+    # The shortcut's form: "patch" (compact, one Grad-CAM cell) or "background" (diffuse tint).
+    hparam("digits_cue", "patch", lambda r: "patch")
+    # Training domains' mean P(cue == label) (a + 0.1, a, a - 0.1); domain 3 stays at chance.
+    hparam("cue_agreement", 0.8, lambda r: 0.8)
 
 
 # ----------------------------------------------------------------------------- algorithms

@@ -193,3 +193,54 @@ def test_background_grid_is_float32_for_pinned_bytes():
     for style, total in pinned.items():
         bg = digits._background(style, 2, np.random.RandomState(0))
         assert float(bg.sum()) == pytest.approx(total, rel=1e-12, abs=0), style
+
+
+def _tint_cue(x_background_cue, x_clean):
+    """Class whose colour tints the background: at pixel (0, 0), never under a digit,
+    x = 0.5 * background + 0.35 * colour, and the clean variant holds the same background."""
+    tint = (x_background_cue[:, :, 0, 0] - 0.5 * x_clean[:, :, 0, 0]) / 0.35
+    dist = ((tint[:, None, :] - PALETTE[None]) ** 2).sum(-1)
+    assert np.allclose(dist.min(1), 0, atol=1e-10)
+    return dist.argmin(1)
+
+
+def test_cue_agreements_follow_their_definition():
+    assert digits.cue_agreements(0.8) == CUE_AGREEMENT       # the default is the original table
+    assert digits.cue_agreements(0.5) == (0.6, 0.5, 0.4, 0.1)
+    assert digits.cue_agreements(0.95) == (1.0, 0.95, 0.85, 0.1)  # clipped to a probability
+    assert digits.cue_agreements(0.05) == (0.15, 0.05, 0.0, 0.1)
+    with pytest.raises(ConfigError, match=r"cue_agreement must be in \[0, 1\], got 1.5"):
+        digits.cue_agreements(1.5)
+    with pytest.raises(ConfigError, match="unknown digits_cue 'stamp'; choose one of patch, background"):
+        make_spurious_digits(cue="stamp")
+
+
+def test_background_cue_tints_only_the_background(domains):
+    clean = make_spurious_digits(spurious=False)
+    tinted = make_spurious_digits(cue="background")
+    for (x, y, gt, _), (xc, _, _, _), (xb, yb, gtb, _) in zip(domains, clean, tinted):
+        np.testing.assert_array_equal(y, yb)
+        np.testing.assert_array_equal(gt, gtb)
+        # the same cue colour as the patch variant, drawn from the same stream
+        np.testing.assert_array_equal(_tint_cue(xb, xc), _cue(x))
+        strokes = gt[:, 0] > 0.5
+        # ink covers the tint: on strokes (alpha > 0.5) the background weighs below a half,
+        # and |0.5 bg + 0.35 colour - bg| <= 0.35
+        on = np.broadcast_to(strokes[:, None], xc.shape)
+        assert np.abs(xb - xc)[on].max() <= 0.5 * 0.35 + 1e-6
+        assert np.abs(xb - xc)[~on].max() > 0.3
+        corner = 0.5 * xc[:, :, :4, :4] + 0.35 * PALETTE[_cue(x)][:, :, None, None]
+        np.testing.assert_allclose(xb[:, :, :4, :4], corner, atol=1e-6)  # never under a digit
+        assert not np.isclose(xb[:, :, :4, :4], x[:, :, :4, :4]).all()  # no patch
+
+
+def test_cue_agreement_sets_the_training_domains_rates():
+    weak = make_spurious_digits(agreement=0.5)
+    agree = [int((_cue(x) == y).sum()) for x, y, _, _ in weak]
+    for a, n, p in zip(agree, N_PER_DOMAIN, (0.6, 0.5, 0.4, 0.1)):
+        assert abs(a / n - p) < 3 * np.sqrt(p * (1 - p) / n)
+    assert agree[3] == 46                                   # domain 3 untouched: as the default
+    ds = SpuriousDigits("", [3], {"cue_agreement": 0.5, "digits_cue": "background"})
+    assert ds.cue == "background"
+    np.testing.assert_allclose(ds.datasets[0].x.numpy(), (make_spurious_digits(
+        cue="background", agreement=0.5)[0][0] - 0.25) / 0.2, rtol=1e-5, atol=1e-5)

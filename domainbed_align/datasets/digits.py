@@ -2,11 +2,19 @@
 
 SpuriousDigits is made from the real handwritten digits shipped with scikit-learn (1,797 8x8
 images): each digit is upscaled to 16x16 and pasted at a random place on a 28x28 RGB canvas
-whose background style names the domain; domains use disjoint digits. A 4x4 patch in the
-top-left corner takes the colour of the label with probability 0.9 / 0.8 / 0.7 in the first
-three domains and 0.1 in the last (otherwise another class's colour), so a model that reads the
-patch fails on domain 3. The ground-truth relevance mask is the digit's strokes.
-Everything is generated from a fixed data seed: every run of a sweep sees the same images.
+whose background style names the domain; domains use disjoint digits. A colour cue takes the
+colour of the label with probability 0.9 / 0.8 / 0.7 in the first three domains and 0.1 in the
+last (otherwise another class's colour, uniformly: in domain 3 the cue is independent of the
+label), so a model that reads the cue fails on domain 3. The ground-truth relevance mask is the
+digit's strokes. Everything is generated from a fixed data seed: every run of a sweep sees the
+same images.
+
+Two knobs make the study of issue 10 possible (both hparams, defaults = the original benchmark):
+- `digits_cue`: `patch` (a 4x4 corner patch, a compact shortcut filling one Grad-CAM cell) or
+  `background` (the whole background is tinted with the cue colour: a diffuse shortcut, like
+  the scene context of VLCS and TerraIncognita).
+- `cue_agreement` a: the training-domain agreements are (a + 0.1, a, a - 0.1), clipped to
+  [0, 1]; domain 3 stays at 0.1. a = 0.8 is the original table.
 """
 import numpy as np
 import torch
@@ -21,7 +29,9 @@ DATA_SEED = 0
 CANVAS = 28
 DIGIT_PX = 16
 PATCH_PX = 4
-CUE_AGREEMENT = (0.9, 0.8, 0.7, 0.1)  # P(patch colour == label colour) per domain
+CUE_AGREEMENT = (0.9, 0.8, 0.7, 0.1)  # P(cue colour == label colour) per domain, the default
+CUES = ("patch", "background")
+BACKGROUND_KEEP, BACKGROUND_TINT = 0.5, 0.35  # tinted background: below the ink's 0.85
 MASK_QUALITIES = ("gt", "dilated", "shifted", "partial", "random")
 # Normalisation constants, fixed by the generator's design (backgrounds in [0, 0.35], ink in
 # [0.85, 1]) and the same whatever the test domain: statistics of the data would include it.
@@ -82,8 +92,30 @@ def _degrade(gt: np.ndarray, quality: str, rs: np.random.RandomState) -> np.ndar
     raise ConfigError(f"unknown mask_quality {quality!r}; choose one of {', '.join(MASK_QUALITIES)}")
 
 
-def make_spurious_digits(spurious: bool = True, mask_quality: str = "gt"):
+def cue_agreements(agreement: float) -> tuple:
+    """Per-domain P(cue == label): training domains around `agreement`, domain 3 at chance."""
+    if not 0.0 <= agreement <= 1.0:
+        raise ConfigError(f"cue_agreement must be in [0, 1], got {agreement}")
+    a = [min(1.0, max(0.0, round(agreement + d, 10))) for d in (0.1, 0.0, -0.1)]
+    return (*a, CUE_AGREEMENT[3])
+
+
+def cue_region(cue: str, shape=(CANVAS, CANVAS)) -> np.ndarray:
+    """(H, W) bool: where the cue lives (strokes excluded by the caller for `background`)."""
+    if cue == "patch":
+        region = np.zeros(shape, dtype=bool)
+        region[:PATCH_PX, :PATCH_PX] = True
+        return region
+    if cue == "background":
+        return np.ones(shape, dtype=bool)
+    raise ConfigError(f"unknown digits_cue {cue!r}; choose one of {', '.join(CUES)}")
+
+
+def make_spurious_digits(spurious: bool = True, mask_quality: str = "gt", cue: str = "patch",
+                         agreement: float = CUE_AGREEMENT[1]):
     """Per domain: (x (n,3,28,28) in [0,1], y (n,), gt masks, training masks)."""
+    cue_region(cue)  # checks the name before any work
+    agreements = cue_agreements(agreement)
     from sklearn.datasets import load_digits
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8)
@@ -103,13 +135,16 @@ def make_spurious_digits(spurious: bool = True, mask_quality: str = "gt"):
         for i in range(n):
             alpha[i, 0, rows[i]:rows[i] + DIGIT_PX, cols[i]:cols[i] + DIGIT_PX] = images[idx[i], 0]
         ink = rs.uniform(0.85, 1.0, (n, 3, 1, 1)).astype(np.float32)
-        x = x * (1 - alpha) + ink * alpha
         y = labels[idx]
         if spurious:
-            agree = rs.uniform(size=n) < CUE_AGREEMENT[d]
+            agree = rs.uniform(size=n) < agreements[d]
             other = (y + rs.randint(1, 10, size=n)) % 10  # a different class, uniformly
-            cue = np.where(agree, y, other)
-            x[:, :, :PATCH_PX, :PATCH_PX] = PALETTE[cue][:, :, None, None]
+            colour = PALETTE[np.where(agree, y, other)][:, :, None, None]
+            if cue == "background":  # tinted before the strokes, which cover it
+                x = BACKGROUND_KEEP * x + BACKGROUND_TINT * colour
+        x = (x * (1 - alpha) + ink * alpha).astype(np.float32)
+        if spurious and cue == "patch":
+            x[:, :, :PATCH_PX, :PATCH_PX] = colour[:, :, 0, 0][:, :, None, None]
         gt = (alpha > 0.5).astype(np.float32)
         domains.append((x, y, gt, _degrade(gt, mask_quality, rs)))
     return domains
@@ -129,8 +164,10 @@ class SpuriousDigits(MultipleDomainDataset):
 
     def __init__(self, root, test_envs, hparams):
         super().__init__()
+        self.cue = hparams.get("digits_cue", "patch")
         domains = make_spurious_digits(hparams.get("digits_spurious", True),
-                                       hparams.get("mask_quality", "gt"))
+                                       hparams.get("mask_quality", "gt"), self.cue,
+                                       hparams.get("cue_agreement", CUE_AGREEMENT[1]))
         for x, y, gt, train_masks in domains:
             xn = torch.from_numpy((x - PIXEL_MEAN) / PIXEL_STD)
             self.datasets.append(TensorDomain(xn, torch.from_numpy(y), torch.from_numpy(train_masks),
