@@ -42,9 +42,53 @@ def _gather(dataset, indices, device, num_workers):
     return x, y, m
 
 
+def _densities(algorithm, x, m, cue_region) -> Dict[str, float]:
+    from domainbed_align.explain.metrics import _raw_saliency, region_densities
+    cue = torch.from_numpy(np.asarray(cue_region)) if cue_region is not None else None
+    cam, _ = _raw_saliency(algorithm.network, algorithm.cam_layer, x)
+    out = {f"cam_density_{k}": v for k, v in region_densities(cam, m, cue).items()}
+    with torch.no_grad():
+        mask = algorithm.learned_mask(x)
+    if mask is not None:
+        out.update({f"mask_density_{k}": v for k, v in region_densities(mask, m, cue).items()})
+    return out
+
+
+SNAPSHOT_N = 8
+
+
+def explanation_snapshot(algorithm, dataset, indices: Sequence[int], device) -> Dict[str, np.ndarray]:
+    """A few images with their prediction, ReLU'd Grad-CAM (CAM-layer resolution), learned
+    mask and ground truth: what a saliency figure needs, small enough to commit (~30 KB)."""
+    from domainbed_align.explain.gradcam import grad_cam
+    x, y, m = _gather(dataset, np.asarray(indices)[:SNAPSHOT_N], device, 0)
+    was_training = algorithm.training
+    algorithm.eval()
+    try:
+        cam, logits = grad_cam(algorithm.network, algorithm.cam_layer, x, relu=True)
+        with torch.no_grad():
+            mask = algorithm.learned_mask(x)
+    finally:
+        algorithm.train(was_training)
+    lo = x.amin(dim=(1, 2, 3), keepdim=True)
+    span = (x.amax(dim=(1, 2, 3), keepdim=True) - lo).clamp(min=1e-8)
+    display = ((x - lo) / span * 255).round().to(torch.uint8)  # per-image min-max, for figures
+    out = {"x": display.cpu().numpy(), "y": y.cpu().numpy(),
+           "pred": logits.argmax(1).cpu().numpy(), "cam": cam.detach().cpu().numpy().astype(np.float32)}
+    if mask is not None:
+        out["mask"] = mask.cpu().numpy().astype(np.float16)
+    if m is not None:
+        out["gt"] = (m.cpu().numpy() >= 0.5).astype(np.uint8)
+    return out
+
+
 def evaluate_split(algorithm, dataset, indices: Sequence[int], explain_positions: Optional[np.ndarray],
-                   num_classes: int, device, num_workers: int = 0) -> Dict[str, float]:
-    """Metrics of one split, keyed without the `env{i}_{in,out}_` prefix."""
+                   num_classes: int, device, num_workers: int = 0,
+                   cue_region: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """Metrics of one split, keyed without the `env{i}_{in,out}_` prefix.
+
+    With ground-truth masks, also where the Grad-CAM (`cam_density_*`) and a learned mask
+    (`mask_density_*`) put their mass: strokes, the dataset's `cue_region`, background."""
     from domainbed_align.explain.metrics import explanation_metrics, metric_grid, prediction_auc
     if len(indices) == 0:  # e.g. holdout_fraction * n < 1: an empty `out` split has no score
         return {"acc": float("nan"), "auc": float("nan")}
@@ -64,6 +108,8 @@ def evaluate_split(algorithm, dataset, indices: Sequence[int], explain_positions
                                            fractions=metric_grid(hp["explain_grid_points"]),
                                            pg_tolerance_px224=hp["pg_tolerance_px224"]))
             out.update(algorithm.explanation_extras(x, y, m))
+            if m is not None:
+                out.update(_densities(algorithm, x, m, cue_region))
     finally:
         algorithm.train(was_training)
     return out

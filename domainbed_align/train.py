@@ -34,6 +34,7 @@ from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line
 
 TASKS = ("domain_generalization", "single_source")
 CHECKPOINT_FILE = "checkpoint.pt"
+SNAPSHOT_FILE = "explanations.npz"  # small, committed with the records (no weights)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,6 +270,19 @@ class Trainer:
         atomic_write_text(os.path.join(self.config.output_dir, "results.jsonl"),
                           "".join(json_line(r) for r in records))
 
+    def _save_snapshot(self) -> None:
+        """`explanations.npz`: a few explained images of the first test domain (see
+        `evaluation.explanation_snapshot`), for saliency figures made without the model."""
+        env = self.config.test_envs[0]
+        positions = self.explain[env, "in"]
+        if positions is None or len(positions) == 0:
+            return
+        from domainbed_align.evaluation import explanation_snapshot
+        arrays = explanation_snapshot(self.algorithm, self.eval_views[env],
+                                      np.asarray(self.splits[env][0])[positions], self.device)
+        with atomic_open(os.path.join(self.config.output_dir, SNAPSHOT_FILE), "wb") as f:
+            np.savez_compressed(f, test_env=np.int64(env), **arrays)
+
     def _save_model(self, name: str) -> None:
         c = self.config
         with atomic_open(os.path.join(c.output_dir, name), "wb") as f:
@@ -284,7 +298,8 @@ class Trainer:
             for name, idx in (("in", in_idx), ("out", out_idx)):
                 metrics = evaluate_split(self.algorithm, self.eval_views[i], idx, self.explain[i, name],
                                          self.dataset.num_classes, self.device,
-                                         num_workers=min(self.dataset.N_WORKERS, os.cpu_count() or 1))
+                                         num_workers=min(self.dataset.N_WORKERS, os.cpu_count() or 1),
+                                         cue_region=getattr(self.dataset, "cue_region", None))
                 results.update({f"env{i}_{name}_{k}": v for k, v in metrics.items()})
         return results
 
@@ -353,6 +368,7 @@ class Trainer:
             stream.close()  # shuts the data-loader workers down now, also on error or pre-emption
         if not c.skip_model_save:
             self._save_model("model.pkl")
+        self._save_snapshot()
         atomic_write_text(os.path.join(c.output_dir, "done"), "done")
         with_ckpt = os.path.join(c.output_dir, CHECKPOINT_FILE)
         if os.path.exists(with_ckpt):

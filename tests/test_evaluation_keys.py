@@ -1,5 +1,7 @@
 """Which split each record key is measured on, and what `evaluate_split` computes on it."""
 import hashlib
+import json
+import os
 
 import numpy as np
 import pytest
@@ -34,8 +36,9 @@ def test_every_key_comes_from_its_own_split(trainer, monkeypatch):
     calls = []
 
     def recorder(algorithm, dataset, indices, explain_positions, num_classes, device,
-                 num_workers=0):
+                 num_workers=0, cue_region="unset"):
         assert algorithm is trainer.algorithm and device == trainer.device
+        assert cue_region is None                            # Debug28 has no cue
         assert num_workers == 0                              # Debug28: in memory, no workers
         calls.append((dataset, list(indices), explain_positions, num_classes))
         return {"acc": float(len(calls)), "comp": -float(len(calls))}
@@ -105,6 +108,9 @@ def test_evaluate_split_measures_only_the_given_indices(monkeypatch):
         seen.append((x[:, 0, 0, 0].long().tolist(), y.tolist(), masks[:, 0, 0, 0].long().tolist()))
         return {"comp": 0.5}
     monkeypatch.setattr(metrics, "explanation_metrics", fake_metrics)
+    dens = []
+    monkeypatch.setattr(evaluation, "_densities", lambda a, x, m, cue: dens.append(
+        (x[:, 0, 0, 0].long().tolist(), cue)) or {"cam_density_cue": 7.0})
     model = IndexModel()
     model.train()
     indices = [0, 1, 2, 3, 4, 6]
@@ -116,6 +122,7 @@ def test_evaluate_split_measures_only_the_given_indices(monkeypatch):
     assert seen == [([1, 3, 6], [1, 1, 0], [1, 3, 6])]          # positions into the split
     assert model.extras == [([1, 3, 6], [1, 1, 0], (3, 1, 3, 3))]
     assert out["comp"] == 0.5 and out["mask_iou"] == 0.25
+    assert dens == [([1, 3, 6], None)] and out["cam_density_cue"] == 7.0
     assert model.seen_training[0] is False and model.training    # eval inside, mode restored
 
 
@@ -141,7 +148,7 @@ def test_diverged_model_is_a_training_error():
 
 def test_evaluation_workers_are_capped_by_the_cpus(trainer, monkeypatch):
     workers = []
-    monkeypatch.setattr(train, "evaluate_split", lambda *a, num_workers=0: workers.append(
+    monkeypatch.setattr(train, "evaluate_split", lambda *a, num_workers=0, cue_region=None: workers.append(
         num_workers) or {"acc": 0.0})
     monkeypatch.setattr(trainer.dataset, "N_WORKERS", 4)
     for cpus, expected in ((3, 3), (8, 4), (None, 1)):
@@ -149,3 +156,45 @@ def test_evaluation_workers_are_capped_by_the_cpus(trainer, monkeypatch):
         workers.clear()
         trainer._evaluate()
         assert workers == [expected] * 6
+
+
+def test_region_densities_follow_their_definition():
+    s = torch.tensor([[[1.0, 0.0], [0.0, 3.0]]])            # mass 4
+    strokes = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
+    cue = torch.tensor([[False, True], [False, False]])
+    d = metrics.region_densities(s, strokes, cue)
+    # strokes: mass 1/4 over area 1/4; cue: 0 over 1/4; background: 3/4 over 2/4
+    assert d == {"strokes": 1.0, "cue": 0.0, "background": 1.5}
+    d = metrics.region_densities(s, strokes)                 # no cue: all else is background
+    assert d["strokes"] == 1.0 and np.isnan(d["cue"]) and d["background"] == pytest.approx(1.0)
+    pooled = metrics.region_densities(torch.stack([s[0], 3 * s[0]])[:, None],
+                                      torch.stack([strokes[0], 1 - strokes[0]])[:, None], cue)
+    # batch pooled: image 2 is [[3, 0], [0, 9]] with strokes everywhere but the top left:
+    # strokes hold mass 1 + 9 of 16 on 1 + 3 of 8 pixels; the cue pixel is a stroke in image 2
+    assert pooled["strokes"] == pytest.approx((10 / 16) / (4 / 8))
+    assert pooled["cue"] == 0.0                                # one cue pixel, no mass
+    assert all(np.isnan(v) for v in metrics.region_densities(0 * s, strokes, cue).values())
+
+
+def test_run_records_densities_and_writes_a_snapshot(tmp_path):
+    hp = {"explain_n": 8, "align_warmup_steps": 1, "align_masker_warmup_steps": 1,
+          "align_l3_ramp_steps": 1}
+    out = train.run(train.TrainConfig(dataset="SpuriousDigits", algorithm="ALIGN", test_envs=(3,),
+                                      steps=2, checkpoint_freq=1, output_dir=str(tmp_path),
+                                      hparams=json.dumps(hp), skip_model_save=True),
+                    handle_signals=False)
+    rec = [json.loads(line) for line in open(os.path.join(out, "results.jsonl"))][-1]
+    for what in ("cam", "mask"):
+        for region in ("strokes", "cue", "background"):
+            assert np.isfinite(rec[f"env3_in_{what}_density_{region}"])
+    z = np.load(os.path.join(out, "explanations.npz"))
+    assert int(z["test_env"]) == 3 and z["x"].dtype == np.uint8 and z["x"].shape == (8, 3, 28, 28)
+    assert z["cam"].shape == (8, 7, 7) and (z["cam"] >= 0).all()
+    assert z["mask"].shape == (8, 1, 28, 28) and set(np.unique(z["gt"])) <= {0, 1}
+    assert (z["x"].reshape(8, -1).min(1) == 0).all() and (z["x"].reshape(8, -1).max(1) == 255).all()
+    ds = train.Trainer(train.TrainConfig(dataset="SpuriousDigits", algorithm="ALIGN", test_envs=(3,),
+                                         output_dir=str(tmp_path / "x"), hparams=json.dumps(hp)))
+    ds._setup()
+    first = np.asarray(ds.splits[3][0])[ds.explain[3, "in"]][:8]
+    np.testing.assert_array_equal(z["y"], ds.dataset.datasets[3].y[first].numpy())
+    np.testing.assert_array_equal(z["gt"], ds.dataset.datasets[3].eval_masks[first].numpy() >= 0.5)

@@ -165,6 +165,8 @@ class SpuriousDigits(MultipleDomainDataset):
     def __init__(self, root, test_envs, hparams):
         super().__init__()
         self.cue = hparams.get("digits_cue", "patch")
+        # where the shortcut lives, for the cue/strokes/background mass densities of evaluation
+        self.cue_region = cue_region(self.cue) if hparams.get("digits_spurious", True) else None
         domains = make_spurious_digits(hparams.get("digits_spurious", True),
                                        hparams.get("mask_quality", "gt"), self.cue,
                                        hparams.get("cue_agreement", CUE_AGREEMENT[1]))

@@ -313,6 +313,34 @@ def localization(s: Tensor, masks: Tensor, mask_threshold: float = 0.5, eps: flo
             {"pg": pg, "epg": epg, "iou": iou}.items()}
 
 
+def region_densities(s: Tensor, strokes: Tensor, cue: Tensor | None = None) -> dict[str, float]:
+    """Where a non-negative map puts its mass: per region, share of mass / share of area.
+
+    Regions (pooled over the batch): `strokes` (the ground-truth mask, >= 0.5), `cue` (the
+    (H, W) cue region minus strokes) and `background` (the rest). 1 means the map is uniform
+    over the region, above 1 that it concentrates there; NaN for an empty region or a map
+    with no mass. Answers "does the mask/CAM sit on the evidence or on the shortcut?", each
+    region judged relative to its size (a 4x4 patch is 2% of a 28x28 image).
+    """
+    if strokes.dim() == 4:
+        strokes = strokes[:, 0]
+    if s.dim() == 4:
+        s = s[:, 0]
+    on = strokes >= 0.5
+    cue_px = (cue.to(on.device).bool()[None] & ~on) if cue is not None else torch.zeros_like(on)
+    regions = {"strokes": on, "cue": cue_px, "background": ~on & ~cue_px}
+    s = s.double()
+    total_mass, total_area = s.sum(), float(on.numel())
+    out = {}
+    for name, region in regions.items():
+        area = float(region.sum())
+        if area == 0 or float(total_mass) <= 0:
+            out[name] = float("nan")
+        else:
+            out[name] = float((s * region).sum() / total_mass) / (area / total_area)
+    return out
+
+
 def class_mean(values: Tensor, labels: Tensor) -> float:
     """Mean over classes of the per-class mean of `values` (NaNs skipped); classes with no
     finite value (absent, or every mask empty) are left out. NaN when none is left."""
