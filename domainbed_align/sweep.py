@@ -16,6 +16,7 @@ Without `--config` and without any flag that defines jobs, the quick sweep
 """
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -51,6 +52,7 @@ DEFAULTS = {
     "checkpoint_freq": None,
     "hparams": None,
     "algorithm_hparams": None,    # ours: {"ALIGN": {...}} on top of --hparams for one algorithm
+    "hparams_grid": None,         # ours: [{...}, {...}] or {"name": [values]}: one job per variant
     "holdout_fraction": 0.2,
     "single_test_envs": False,
     "skip_confirmation": False,
@@ -70,7 +72,7 @@ DEFAULTS = {
 }
 # Flags that define the job list: with none of them (and no --config) the quick sweep runs.
 JOB_FLAGS = ("datasets", "algorithms", "task", "n_hparams_from", "n_hparams", "n_trials", "steps",
-             "checkpoint_freq", "hparams", "algorithm_hparams", "holdout_fraction",
+             "checkpoint_freq", "hparams", "algorithm_hparams", "hparams_grid", "holdout_fraction",
              "single_test_envs", "mask_dir")
 
 DONE, INCOMPLETE, NOT_LAUNCHED = "Done", "Incomplete", "Not launched"   # upstream's states
@@ -132,7 +134,9 @@ def make_args_list(cfg: dict) -> List[dict]:
             for algorithm, task in ((a, t) for a in cfg["algorithms"] for t in tasks(cfg)):
                 for test_envs in test_env_lists(n_environments(dataset), task,
                                                 cfg["single_test_envs"]):
-                    for hparams_seed in range(cfg["n_hparams_from"], cfg["n_hparams"]):
+                    for variant, hparams_seed in itertools.product(
+                            grid_variants(cfg["hparams_grid"]),
+                            range(cfg["n_hparams_from"], cfg["n_hparams"])):
                         args = {"dataset": dataset, "algorithm": algorithm, "test_envs": test_envs,
                                 "holdout_fraction": cfg["holdout_fraction"],
                                 "hparams_seed": hparams_seed, "data_dir": cfg["data_dir"],
@@ -143,15 +147,30 @@ def make_args_list(cfg: dict) -> List[dict]:
                         for key in ("steps", "hparams", "checkpoint_freq", "mask_dir"):
                             if cfg[key] is not None:
                                 args[key] = cfg[key]
-                        own = (cfg["algorithm_hparams"] or {}).get(algorithm)
+                        own = {**(cfg["algorithm_hparams"] or {}).get(algorithm, {}), **variant}
                         if own:
                             args["hparams"] = job_hparams(cfg["hparams"], own)
                         args_list.append(args)
     return args_list
 
 
+def grid_variants(grid) -> List[dict]:
+    """`hparams_grid` -> the list of override dicts, one per job variant ([{}] without a grid).
+
+    A list of objects is taken as is; an object of lists is expanded to their product, in the
+    order the names are given: {"a": [1, 2], "b": ["x"]} -> [{a: 1, b: x}, {a: 2, b: x}]."""
+    if not grid:
+        return [{}]
+    if isinstance(grid, dict):
+        names = list(grid)
+        values = [v if isinstance(v, list) else [v] for v in grid.values()]
+        return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+    return [dict(v) for v in grid]
+
+
 def job_hparams(shared: Optional[str], own: dict) -> str:
-    """The --hparams JSON of a job whose algorithm has its own overrides (they win)."""
+    """The --hparams JSON of a job with its own overrides (its algorithm's, then its grid
+    variant's); they win over the sweep-wide --hparams."""
     return json.dumps({**(json.loads(shared) if shared else {}), **own}, sort_keys=True)
 
 
@@ -317,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--algorithm_hparams", type=_json_object,
                    help="JSON object of algorithm -> hparams applied on top of --hparams for that "
                         "algorithm only, e.g. '{\"ALIGN\": {\"align_warmup_steps\": 300}}'")
+    p.add_argument("--hparams_grid", type=_json_grid,
+                   help="one job per variant, on top of --hparams and --algorithm_hparams: a JSON "
+                        "list of objects, or an object of lists expanded to their product, e.g. "
+                        "'{\"cue_agreement\": [0.5, 0.7, 0.9]}'")
     p.add_argument("--holdout_fraction", type=float)
     p.add_argument("--single_test_envs", action="store_true")
     p.add_argument("--skip_confirmation", action="store_true")
@@ -348,6 +371,19 @@ def _json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"must be a JSON object, got {text!r}")
     return value
+
+
+def _json_grid(text: str):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e.msg}): {text!r}") from None
+    if isinstance(value, dict) and value and all(isinstance(v, list) and v for v in value.values()):
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return value
+    raise argparse.ArgumentTypeError(f"must be a non-empty JSON list of objects or an object of "
+                                     f"non-empty lists, got {text!r}")
 
 
 def find_config(name: str) -> str:
@@ -387,6 +423,8 @@ def read_config(path: str) -> dict:
         if key == "slurm_setup":
             for line in value if isinstance(value, list) else [value]:
                 argv += [f"--{key}", str(line)]
+        elif key == "hparams_grid":
+            argv += [f"--{key}", json.dumps(value)]
         elif isinstance(value, list):
             argv += [f"--{key}", *map(str, value)]
         elif isinstance(value, dict):
@@ -461,8 +499,9 @@ def check_config(cfg: dict, source: dict) -> None:
         if bad:
             raise ConfigError(f"--{bad[0]} is a SLURM flag but --command_launcher is {launcher}; "
                               f"add --command_launcher slurm or drop it")
-    if launcher != "local" and source["local_workers"] != "default" and cfg["local_workers"] != 1:
-        raise ConfigError(f"--local_workers applies to --command_launcher local, not {launcher}")
+    if launcher not in ("local", "pool") and source["local_workers"] != "default" \
+            and cfg["local_workers"] != 1:
+        raise ConfigError(f"--local_workers applies to --command_launcher local or pool, not {launcher}")
     if cfg["local_workers"] < 1:
         raise ConfigError(f"--local_workers must be >= 1, got {cfg['local_workers']}")
     for alg, own in (cfg["algorithm_hparams"] or {}).items():
@@ -503,7 +542,8 @@ def check_launch(cfg: dict) -> None:
             if alg.NEEDS_MASKS and not has_masks:
                 raise ConfigError(f"{missing_masks_message(alg_name, name)}, or drop {alg_name}")
             own = (cfg["algorithm_hparams"] or {}).get(alg_name, {})
-            hparams_registry.run_hparams(alg_name, name, 0, 0, {**overrides, **own})  # unknown names
+            for variant in grid_variants(cfg["hparams_grid"]):  # unknown names
+                hparams_registry.run_hparams(alg_name, name, 0, 0, {**overrides, **own, **variant})
     launcher = cfg["command_launcher"]
     if launcher == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--command_launcher slurm but sbatch is not on PATH; run on a SLURM "

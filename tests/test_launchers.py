@@ -49,6 +49,26 @@ def test_local_workers_run_in_processes(tmp_path, capsys):
     assert "3 jobs: 3 done," in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_pool_launcher_reuses_workers_and_records_a_failure(tmp_path, capsys):
+    out = tmp_path / "sw"
+    argv = _argv(out, "--command_launcher", "pool", "--local_workers", "1",
+                 "--hparams_grid", '[{"lr": 0.001}, {"lr": 1e30}]')
+    assert sweep.main(argv) == 0
+    text = capsys.readouterr()
+    assert "3 of 6 job(s) failed" in text.err
+    assert text.out.count(" failed: ") == 3
+    done = [d for d in _dirs(out) if os.path.exists(os.path.join(d, "done"))]
+    assert len(done) == 3
+    for d in _dirs(out):
+        assert not os.path.exists(os.path.join(d, "running"))
+    lrs = {json.loads(open(os.path.join(d, "results.jsonl")).readline())["hparams"]["lr"] for d in done}
+    assert lrs == {0.001}
+    assert sweep.main(["status", *[a for a in argv[1:] if a != "--skip_confirmation"], "--failed"]) == 0
+    assert "6 jobs: 3 done, 0 incomplete, 0 not launched, 0 running, 0 pending, 3 failed." in \
+        capsys.readouterr().out
+
+
 def test_slurm_launcher_makes_one_sbatch_call(weird_tmp_path, capsys, monkeypatch):
     """A fake sbatch records its script; every job goes into one array, ids land in the folders."""
     bin_dir = weird_tmp_path.parent / "bin"

@@ -70,6 +70,44 @@ def test_algorithm_hparams_reach_only_their_algorithm():
     assert alone["hparams"] == '{"align_l3": 0.5}'
 
 
+def test_grid_variants_list_or_product():
+    assert sweep.grid_variants(None) == [{}]
+    assert sweep.grid_variants([{"a": 1}, {"a": 2, "b": "x"}]) == [{"a": 1}, {"a": 2, "b": "x"}]
+    assert sweep.grid_variants({"a": [1, 2], "b": ["x", "y"]}) == [
+        {"a": 1, "b": "x"}, {"a": 1, "b": "y"}, {"a": 2, "b": "x"}, {"a": 2, "b": "y"}]
+
+
+def test_hparams_grid_makes_one_job_per_variant_and_wins_over_the_rest():
+    jobs = sweep.make_args_list(_cfg(algorithms=["ERM", "ALIGN"], n_trials=1, n_hparams=1,
+                                     hparams='{"lr": 0.001}', single_test_envs=True,
+                                     algorithm_hparams={"ALIGN": {"align_l1": 0.5, "lr": 0.01}},
+                                     hparams_grid={"align_l1": [1.0, 2.0]}))
+    assert len(jobs) == 2 * 4 * 2
+    first = [a for a in jobs if a["test_envs"] == [0]]
+    assert [(a["algorithm"], a["hparams"]) for a in first] == [
+        ("ERM", '{"align_l1": 1.0, "lr": 0.001}'), ("ERM", '{"align_l1": 2.0, "lr": 0.001}'),
+        ("ALIGN", '{"align_l1": 1.0, "lr": 0.01}'), ("ALIGN", '{"align_l1": 2.0, "lr": 0.01}')]
+    # variants are paired: the same seed, different folders
+    assert first[0]["seed"] == first[1]["seed"]
+    assert sweep.job_dir_name(first[0]) != sweep.job_dir_name(first[1])
+
+
+def test_hparams_grid_from_a_config_file_and_its_errors(tmp_path, capsys):
+    cfg = tmp_path / "g.json"
+    _write(cfg, json.dumps({"datasets": ["SpuriousDigits"], "algorithms": ["ERM"], "n_trials": 1,
+                            "n_hparams": 1, "single_test_envs": True,
+                            "hparams_grid": [{"digits_cue": "patch"}, {"digits_cue": "background"}],
+                            "output_dir": str(tmp_path / "o")}))
+    rc, out, _ = _main(capsys, "status", "--config", str(cfg))
+    assert rc == 0 and "8 jobs: 0 done, 0 incomplete, 8 not launched" in out
+    rc, _, err = _main(capsys, "status", "--config", str(cfg), "--hparams_grid", '[1, 2]')
+    assert rc == 2 and "must be a non-empty JSON list of objects or an object of non-empty lists" in err
+    rc, _, err = _main(capsys, "launch", "--config", str(cfg), "--hparams_grid",
+                       '{"digits_kue": ["patch"]}', "--skip_confirmation")
+    assert rc == 2 and "unknown hparam 'digits_kue'" in err
+    assert not os.path.exists(tmp_path / "o") or not os.listdir(tmp_path / "o")
+
+
 def test_algorithm_hparams_errors(tmp_path, capsys):
     base = ["status", "--datasets", "SpuriousDigits", "--algorithms", "ERM", "--output_dir", tmp_path]
     rc, _, err = _main(capsys, *base, "--algorithm_hparams", '{"ALIGN": {"align_l3": 1}}')
