@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -196,12 +197,12 @@ def pool_launcher(jobs: List[TrainJob], options: LaunchOptions) -> None:
     import multiprocessing
     threads = max(1, (os.cpu_count() or 1) // options.local_workers)
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
-    n_failed = 0
+    n_failed, start = 0, time.time()
     with ctx.Pool(options.local_workers, initializer=_pool_worker_init, initargs=(threads,)) as pool:
         for k, (output_dir, error) in enumerate(
                 pool.imap_unordered(_pool_run, [job.train_args for job in jobs])):
-            print(f"[{k + 1}/{len(jobs)}] {output_dir}" + (f" failed: {error}" if error else ""),
-                  flush=True)
+            print(f"[{k + 1}/{len(jobs)}] {time.time() - start:7.1f} s {output_dir}"
+                  + (f" failed: {error}" if error else ""), flush=True)
             n_failed += error is not None
     if n_failed:
         print(f"{n_failed} of {len(jobs)} job(s) failed; `sweep status --failed` lists them",

@@ -55,6 +55,7 @@ DEFAULTS = {
     "hparams_grid": None,         # ours: [{...}, {...}] or {"name": [values]}: one job per variant
     "holdout_fraction": 0.2,
     "single_test_envs": False,
+    "test_envs": None,            # ours: only these held-out domains (domain_generalization)
     "skip_confirmation": False,
     "mask_dir": None,
     "local_workers": 1,
@@ -72,7 +73,8 @@ DEFAULTS = {
 }
 # Flags that define the job list: with none of them (and no --config) the quick sweep runs.
 JOB_FLAGS = ("datasets", "algorithms", "task", "n_hparams_from", "n_hparams", "n_trials", "steps",
-             "checkpoint_freq", "hparams", "algorithm_hparams", "hparams_grid", "holdout_fraction",
+             "checkpoint_freq", "hparams", "algorithm_hparams", "hparams_grid", "test_envs",
+             "holdout_fraction",
              "single_test_envs", "mask_dir")
 
 DONE, INCOMPLETE, NOT_LAUNCHED = "Done", "Incomplete", "Not launched"   # upstream's states
@@ -108,11 +110,15 @@ class Job:
         return f"{self.state}: {self.output_dir} {info}"
 
 
-def test_env_lists(n_envs: int, task: str, single_test_envs: bool) -> List[List[int]]:
+def test_env_lists(n_envs: int, task: str, single_test_envs: bool,
+                   only: Optional[Sequence[int]] = None) -> List[List[int]]:
     """Leave-one-domain-out: every [i] then its pairs [i, j] (j > i), or only the [i] with
-    --single_test_envs; single_source: each domain in turn is the only training domain."""
+    --single_test_envs; single_source: each domain in turn is the only training domain.
+    `only` (--test_envs): leave-one-domain-out with just these held-out domains, as [i] each."""
     if task == "single_source":
         return [[j for j in range(n_envs) if j != i] for i in range(n_envs)]
+    if only:
+        return [[i] for i in only]
     out = []
     for i in range(n_envs):
         out.append([i])
@@ -133,7 +139,7 @@ def make_args_list(cfg: dict) -> List[dict]:
         for dataset in cfg["datasets"]:
             for algorithm, task in ((a, t) for a in cfg["algorithms"] for t in tasks(cfg)):
                 for test_envs in test_env_lists(n_environments(dataset), task,
-                                                cfg["single_test_envs"]):
+                                                cfg["single_test_envs"], cfg["test_envs"]):
                     for variant, hparams_seed in itertools.product(
                             grid_variants(cfg["hparams_grid"]),
                             range(cfg["n_hparams_from"], cfg["n_hparams"])):
@@ -342,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'{\"cue_agreement\": [0.5, 0.7, 0.9]}'")
     p.add_argument("--holdout_fraction", type=float)
     p.add_argument("--single_test_envs", action="store_true")
+    p.add_argument("--test_envs", type=int, nargs="+",
+                   help="domain_generalization with only these held-out domains, one job list "
+                        "[i] each (e.g. 3: the shortcut-breaking domain of SpuriousDigits)")
     p.add_argument("--skip_confirmation", action="store_true")
     p.add_argument("--mask_dir", type=str, help="relevance-mask folder, passed to every job")
     p.add_argument("--failed", action="store_true", help="status: list failed jobs and errors")
@@ -514,6 +523,10 @@ def check_config(cfg: dict, source: dict) -> None:
     for ds in cfg["datasets"]:
         if ds not in catalog.DATASET_ENVIRONMENTS:
             n_environments(ds)  # unknown name: the registry's error lists the known ones
+        bad = [i for i in cfg["test_envs"] or () if not 0 <= i < n_environments(ds)]
+        if bad:
+            raise ConfigError(f"--test_envs {bad[0]}: {ds} has domains 0 to "
+                              f"{n_environments(ds) - 1}")
 
 
 def check_launch(cfg: dict) -> None:

@@ -108,6 +108,17 @@ def test_hparams_grid_from_a_config_file_and_its_errors(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "o") or not os.listdir(tmp_path / "o")
 
 
+def test_test_envs_restrict_leave_one_domain_out(tmp_path, capsys):
+    assert sweep.test_env_lists(4, "domain_generalization", False, [3, 1]) == [[3], [1]]
+    assert sweep.test_env_lists(4, "single_source", False, [3]) == [[1, 2, 3], [0, 2, 3],
+                                                                  [0, 1, 3], [0, 1, 2]]
+    jobs = sweep.make_args_list(_cfg(n_trials=1, n_hparams=1, test_envs=[2]))
+    assert [a["test_envs"] for a in jobs] == [[2]]
+    rc, _, err = _main(capsys, "status", "--datasets", "VLCS", "--algorithms", "ERM",
+                       "--test_envs", "4", "--output_dir", str(tmp_path))
+    assert rc == 2 and "--test_envs 4: VLCS has domains 0 to 3" in err
+
+
 def test_algorithm_hparams_errors(tmp_path, capsys):
     base = ["status", "--datasets", "SpuriousDigits", "--algorithms", "ERM", "--output_dir", tmp_path]
     rc, _, err = _main(capsys, *base, "--algorithm_hparams", '{"ALIGN": {"align_l3": 1}}')
