@@ -272,22 +272,36 @@ def _has_density(history: Sequence[dict]) -> bool:
 # Reading a sweep through the collector
 # --------------------------------------------------------------------------------------------
 
+def _read_lines(path: str, wanted: Sequence[int]) -> List[dict]:
+    """The records on the given line indices of one results.jsonl, in that order. Reads the
+    file once and parses only those lines (parsing is the collector's cost; a sweep's files
+    are never all held in memory)."""
+    want = set(int(i) for i in wanted)
+    found = {}
+    with open(path, "rb") as f:
+        for i, line in enumerate(f):
+            if i in want:
+                found[i] = parse_line(line) or {}
+                if len(found) == len(want):
+                    break
+    return [found.get(int(i), {}) for i in wanted]
+
+
 def last_records(sweep) -> Dict[int, dict]:
-    """Run index -> the last record of that run (the collector's `Sweep`; lazily re-read)."""
+    """Run index -> the last record of that run, read through the collector's `Sweep`."""
     meta = sweep.ckpts.meta
     if not len(meta):
         return {}
     last = meta.groupby("run", sort=True).tail(1)
-    recs = sweep.records_at(last.index.to_numpy())
-    return {int(run): recs[row] for run, row in zip(last["run"], last.index)}
+    return {int(run): _read_lines(sweep.results_path(int(run)), [line])[0]
+            for run, line in zip(last["run"], last["line"])}
 
 
 def run_history(sweep, run: int) -> List[dict]:
-    """Every record of one run, in step order."""
+    """Every record of one run, in step order (one per step, as the tables use them)."""
     meta = sweep.ckpts.meta
-    rows = meta.index[meta["run"].to_numpy() == run].to_numpy()
-    recs = sweep.records_at(rows)
-    return [recs[r] for r in rows]
+    lines = meta["line"].to_numpy()[meta["run"].to_numpy() == run]
+    return _read_lines(sweep.results_path(run), lines)
 
 
 # --------------------------------------------------------------------------------------------

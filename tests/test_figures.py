@@ -390,3 +390,16 @@ def test_figures_never_import_torch(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("NO_TORCH")
     assert len(os.listdir(tmp_path / "f")) == 5
+
+
+def test_last_records_and_history_follow_the_collector_on_requeued_files(tmp_path):
+    recs = [record("ALIGN", 0, 0, step=s, env0_in_acc=a, env0_out_acc=a, env1_in_acc=a,
+                   env1_out_acc=a) for s, a in ((0, 0.1), (5, 0.2), (5, 0.3))]
+    d = write_run(tmp_path, "r", recs)
+    with open(d / "results.jsonl", "a") as f:
+        f.write('{"step": 9, "args": {"algor')                      # killed mid-write
+    write_run(tmp_path, "s", recs[:1])
+    sweep = cr.Sweep(str(tmp_path), workers=1, use_cache=False)
+    assert {k: v["env0_in_acc"] for k, v in figures.last_records(sweep).items()} == \
+        {0: 0.3, 1: 0.1}                                    # a requeued step: the last written
+    assert [r["env0_in_acc"] for r in figures.run_history(sweep, 0)] == [0.1, 0.3]
