@@ -36,6 +36,7 @@ REFERENCE = " (reference)"       # label suffix of an algorithm drawn as a horiz
 EXPLANATIONS_FILE = "explanations.npz"
 PANEL_IN = 4.0                   # inches per panel side
 MAX_PANELS_PER_ROW = 3
+MAX_LINES = 20                   # more lines than this in one panel: not a grid (warning)
 FONT_PT = 8
 
 # Categorical hparams whose values have a natural order (otherwise values are sorted).
@@ -223,6 +224,9 @@ def hparam_curve_points(records: Sequence[dict], hparam: str, metric: str = "acc
                     points.append((x, mean, se, n))
             if points:
                 curves[label + (REFERENCE if reference else "")] = points
+        if len(curves) > MAX_LINES:
+            _warn(f"warning: --figures_vs {hparam}: {len(curves)} lines on {ds}: its runs "
+                  "differ in other hparams too (a grid sweep varies a few, with hparams_seed 0)")
         if curves:
             out[ds] = curves
     return out
@@ -361,7 +365,10 @@ def draw_selected(points, x_label: str, y_label: str, title: str, scale: float =
 
 def draw_hparam_curves(curves, hparam: str, y_label: str, scale: float = 100.0):
     """One panel per dataset: a line per label over `hparam`; references are dashed lines."""
-    fig, axes = _figure(len(curves), width=PANEL_IN * 1.3)
+    n_max = max((len(lines) for lines in curves.values()), default=0)
+    leg_cols = _legend_columns(n_max)
+    fig, axes = _figure(len(curves), width=PANEL_IN * 1.3 + 2.4 * leg_cols,
+                        height=max(PANEL_IN, 0.14 * math.ceil(n_max / max(leg_cols, 1)) + 1))
     labels = [lab for c in curves.values() for lab in c]
     colours = _colours(list(dict.fromkeys(labels)))
     for ax, (ds, lines) in zip(axes, curves.items()):
@@ -388,10 +395,25 @@ def draw_hparam_curves(curves, hparam: str, y_label: str, scale: float = 100.0):
         ax.set_ylabel(y_label, fontsize=FONT_PT)
         ax.tick_params(labelsize=FONT_PT)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=FONT_PT - 1)
+        _legend(ax, len(lines))
     fig.suptitle(f"{y_label} against {hparam}\nlast checkpoint, mean ± s.e. over trial seeds",
                  fontsize=FONT_PT + 1)
     return fig
+
+
+def _legend_columns(n_entries: int) -> int:
+    """Legend columns beside the panel (0: inside it)."""
+    return 0 if n_entries <= 6 else 1 + n_entries // 40
+
+
+def _legend(ax, n_entries: int):
+    """Inside the panel when short, to its right when long (it never hides the lines)."""
+    cols = _legend_columns(n_entries)
+    if cols == 0:
+        ax.legend(fontsize=FONT_PT - 1)
+    else:
+        ax.legend(fontsize=FONT_PT - 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  ncols=cols)
 
 
 def draw_densities(curves):
