@@ -22,7 +22,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from domainbed_align import catalog
 from domainbed_align.collect_results import (METRICS, _ArgumentError, _Parser, _trial_means,
                                              algorithm_order, dataset_order, parse_line)
 from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError
