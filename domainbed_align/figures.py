@@ -186,8 +186,9 @@ def hparam_curve_points(records: Sequence[dict], hparam: str, metric: str = "acc
     `records`: the LAST record of each run (one per run, with "args" and "hparams"). y is
     env{t}_in_<metric> with t the run's first test domain; at each x, each trial seed's runs
     are averaged (several test domains), then mean +/- s.e. over trial seeds. A line whose runs
-    all share one value of `hparam` while the dataset's other runs vary it is a reference:
-    label "<name> (reference)", one point. Runs with hparams_seed != 0 are ignored (warning).
+    all share one value of `hparam` (or lack it) while another line of the dataset varies it is
+    a reference: label "<name> (reference)", one point. Runs with hparams_seed != 0 are
+    ignored (warning).
     """
     if not any(hparam in (r.get("hparams") or {}) for r in records):
         known = sorted({k for r in records for k in (r.get("hparams") or {})})
@@ -207,12 +208,14 @@ def hparam_curve_points(records: Sequence[dict], hparam: str, metric: str = "acc
     out: Dict[str, Dict[str, List[Point]]] = {}
     for ds in dataset_order(list(by_ds)):
         lines = by_ds[ds]
-        ds_varies = len(x_values[ds]) > 1
-        order, _ = _axis_order([v for v in x_values[ds].values() if v is not None], hparam)
+        some_line_varies = any(len(per_x) > 1 for per_x in lines.values())
+        # runs that lack the hparam (x None) are a category only where no line varies it
+        order, _ = _axis_order([v for v in x_values[ds].values()
+                                if v is not None or not some_line_varies], hparam)
         curves: Dict[str, List[Point]] = {}
         for label in _label_order(list(lines)):
             per_x = lines[label]
-            reference = ds_varies and len(per_x) == 1
+            reference = some_line_varies and len(per_x) == 1
             xs = [x_values[ds][k] for k in per_x] if reference else order
             points = []
             for x in xs:

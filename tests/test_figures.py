@@ -202,8 +202,23 @@ def test_lines_split_by_the_other_varying_grid_hparams_and_other_metrics():
 
 
 def test_every_line_fixed_draws_points_not_references():
-    recs = [record(a, 0, 0, hparams={"q": "gt"}, env0_in_acc=0.5) for a in ("ERM", "ALIGN")]
-    assert list(figures.hparam_curve_points(recs, "q")["Toy"]) == ["ERM", "ALIGN"]
+    recs = [record(a, 0, 0, hparams={"q": q}, env0_in_acc=0.5)
+            for a, q in (("ERM", "gt"), ("ALIGN", "random"))]
+    assert figures.hparam_curve_points(recs, "q")["Toy"] == {
+        "ERM": [("gt", 0.5, 0.0, 1)], "ALIGN": [("random", 0.5, 0.0, 1)]}
+    recs[1]["hparams"] = {}                        # ALIGN has no such hparam: a category
+    assert figures.hparam_curve_points(recs, "q")["Toy"]["ALIGN"] == [(None, 0.5, 0.0, 1)]
+
+
+def test_an_algorithm_without_the_hparam_is_a_reference():
+    recs = [record("ERM", 0, 0, hparams={"q": q}, env0_in_acc=a)
+            for q, a in (("gt", 0.75), ("random", 0.25))]
+    recs.append(record("ALIGN", 0, 0, hparams={"lr": 1}, env0_in_acc=0.5))
+    pts = figures.hparam_curve_points(recs, "q")["Toy"]
+    assert pts == {"ERM": [("gt", 0.75, 0.0, 1), ("random", 0.25, 0.0, 1)],
+                   "ALIGN (reference)": [(None, 0.5, 0.0, 1)]}
+    fig = figures.draw_hparam_curves({"Toy": pts}, "q", "acc")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["gt", "random"]
 
 
 def test_unknown_hparam_is_one_error_line(tmp_path):
