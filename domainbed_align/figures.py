@@ -351,11 +351,13 @@ def draw_selected(points, x_label: str, y_label: str, title: str, scale: float =
                         color=colours[alg], capsize=3, ms=5)
             ax.annotate(alg, (scale * x, scale * y), xytext=(4, 4), textcoords="offset points",
                         fontsize=FONT_PT, color=colours[alg])
-        if diagonal:
-            lo = min(min(ax.get_xlim()), min(ax.get_ylim()))
-            hi = max(max(ax.get_xlim()), max(ax.get_ylim()))
-            ax.plot([lo, hi], [lo, hi], ls=":", color="#888888", lw=0.8, label="y = x")
-            ax.legend(fontsize=FONT_PT, loc="lower right")
+        if diagonal:    # drawn within the points' view, which it must not widen
+            xlim, ylim = ax.get_xlim(), ax.get_ylim()
+            lo, hi = min(xlim[0], ylim[0]), max(xlim[1], ylim[1])
+            ax.plot([lo, hi], [lo, hi], ls=":", color="#888888", lw=0.8, label="OOD = ID")
+            ax.set_xlim(xlim)
+            ax.set_ylim(ylim)
+            ax.legend(fontsize=FONT_PT, loc="best")
         ax.set_title(f"{ds}", fontsize=FONT_PT + 1)
         ax.set_xlabel(x_label, fontsize=FONT_PT)
         ax.set_ylabel(y_label, fontsize=FONT_PT)
