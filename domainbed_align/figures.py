@@ -339,6 +339,29 @@ def save_figure(fig, path: str) -> str:
     return path
 
 
+_LABEL_OFFSETS = ((4, 4), (4, -11), (-4, 4), (-4, -11), (4, 14), (4, -21), (-4, 14), (-4, -21))
+
+
+def _place_labels(ax, items):
+    """Annotate points [(text, x, y, colour)], each at the first offset whose (estimated) text
+    box overlaps no label placed before it, so close algorithms stay readable."""
+    ax.figure.canvas.draw()       # settle the layout so data -> pixel transforms hold
+    pt = ax.figure.dpi / 72.0
+    placed = []
+    for text, x, y, colour in items:
+        px, py = ax.transData.transform((x, y))
+        w, h = 0.6 * FONT_PT * len(text) * pt, FONT_PT * pt
+        for dx, dy in _LABEL_OFFSETS:
+            left = px + dx * pt - (w if dx < 0 else 0)
+            box = (left, py + dy * pt, left + w, py + dy * pt + h)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3]
+                       for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                    ha="left" if dx >= 0 else "right", fontsize=FONT_PT, color=colour)
+
+
 def draw_selected(points, x_label: str, y_label: str, title: str, scale: float = 100.0,
                   diagonal: bool = False):
     """One panel per dataset: a labelled point per algorithm with s.e. bars on both axes."""
@@ -349,13 +372,11 @@ def draw_selected(points, x_label: str, y_label: str, title: str, scale: float =
         for alg, (x, xs, y, ys, n) in pts.items():
             ax.errorbar(scale * x, scale * y, xerr=scale * xs, yerr=scale * ys, fmt="o",
                         color=colours[alg], capsize=3, ms=5)
-            ax.annotate(alg, (scale * x, scale * y), xytext=(4, 4), textcoords="offset points",
-                        fontsize=FONT_PT, color=colours[alg])
-        if diagonal:    # drawn within the points' view, which it must not widen
-            xlim, ylim = ax.get_xlim(), ax.get_ylim()
+        xlim, ylim = ax.get_xlim(), ax.get_ylim()
+        if diagonal and max(xlim[0], ylim[0]) < min(xlim[1], ylim[1]):   # crosses the view
             lo, hi = min(xlim[0], ylim[0]), max(xlim[1], ylim[1])
             ax.plot([lo, hi], [lo, hi], ls=":", color="#888888", lw=0.8, label="OOD = ID")
-            ax.set_xlim(xlim)
+            ax.set_xlim(xlim)            # the diagonal must not widen the points' view
             ax.set_ylim(ylim)
             ax.legend(fontsize=FONT_PT, loc="best")
         ax.set_title(f"{ds}", fontsize=FONT_PT + 1)
@@ -364,6 +385,9 @@ def draw_selected(points, x_label: str, y_label: str, title: str, scale: float =
         ax.tick_params(labelsize=FONT_PT)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=FONT_PT + 1)
+    for ax, pts in zip(axes, points.values()):
+        _place_labels(ax, [(alg, scale * p[0], scale * p[2], colours[alg])
+                           for alg, p in pts.items()])
     return fig
 
 
