@@ -418,3 +418,14 @@ def test_last_records_and_history_follow_the_collector_on_requeued_files(tmp_pat
     assert {k: v["env0_in_acc"] for k, v in figures.last_records(sweep).items()} == \
         {0: 0.3, 1: 0.1}                                    # a requeued step: the last written
     assert [r["env0_in_acc"] for r in figures.run_history(sweep, 0)] == [0.1, 0.3]
+
+
+def test_unwritable_figures_folder_keeps_the_tables(tmp_path):
+    selected_sweep(tmp_path / "sweep")
+    (tmp_path / "taken").write_text("a file, not a folder")
+    rc, out, err = run_main(["--input_dir", str(tmp_path / "sweep"), "--figures",
+                             str(tmp_path / "taken")])
+    assert rc == 2 and out.startswith("Total records: 16\n")
+    assert (tmp_path / "sweep" / "results.txt").read_text() == out
+    assert err.splitlines()[-1].startswith(f"error: could not write figures into "
+                                           f"{tmp_path / 'taken'}: ")
