@@ -2,6 +2,7 @@
 
     python -m domainbed_align.collect_results --input_dir SWEEP [--latex | --markdown]
         [--csv FILE] [--selection NAMES] [--metrics NAMES] [--include_incomplete]
+        [--figures DIR [--figures_vs HPARAM ...] [--figures_metric NAME]]
 
 Output, in this order:
 1. DomainBed's part, byte-identical to upstream `collect_results` in text mode: "Total records",
@@ -14,7 +15,8 @@ Output, in this order:
    splits; columns accuracy, prediction AUC, then each metric with an arrow for its direction.
 4. Single-source tables (only for runs with args.task == "single_source").
 Text mode tees stdout into <input_dir>/results.txt (DomainBed); --latex writes results.tex,
---markdown results.md. Warnings go to stderr.
+--markdown results.md. Warnings go to stderr. --figures DIR also writes PNG figures of the same
+selection (`figures.py`; matplotlib is imported only then).
 
 Never imports torch: it runs on a login node.
 """
@@ -632,6 +634,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_write", action="store_true",
                    help="print only; do not write results.txt/.tex/.md (nor update the cache) "
                         "into input_dir")
+    p.add_argument("--figures", metavar="DIR",
+                   help="also write PNG figures into DIR: ood_vs_id.png, comp_vs_suff.png "
+                        "(training-domain validation selection), over_training.png (when "
+                        "records carry learned-mask densities), <metric>_vs_<hparam>.png")
+    p.add_argument("--figures_vs", nargs="+", metavar="HPARAM", default=[],
+                   help="with --figures: for grid sweeps (hparams_seed 0), the test-domain "
+                        "metric of each run's last record against this hparam, one line per "
+                        "algorithm")
+    p.add_argument("--figures_metric", default="acc", metavar="NAME",
+                   help="metric of the --figures_vs figures (default acc): " + ", ".join(METRICS))
     return p
 
 
@@ -653,9 +665,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics = parse_metrics(args.metrics)
         if metrics is not None and "acc" not in metrics:
             metrics = ["acc"] + metrics
+        if (args.figures_vs or args.figures_metric != "acc") and not args.figures:
+            raise ConfigError("--figures_vs and --figures_metric need --figures DIR (the "
+                              "folder the figures go to)")
+        parse_metrics([args.figures_metric])
         t0 = time.perf_counter()
         sweep = Sweep(args.input_dir, args.include_incomplete, args.workers,
                       use_cache=not args.no_cache, write_cache=not args.no_write)
+        figures = None
+        if args.figures:   # gathered before any output, so a bad --figures_vs is one line
+            from domainbed_align import figures as figures_module
+            figures = figures_module.SweepFigures(
+                sweep, Report(sweep, get_selection_methods(["training_domain"]), None, "text"),
+                args.figures_vs, args.figures_metric)
     except _ArgumentError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -688,6 +710,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
     if args.csv:
         report.csv_frame().to_csv(args.csv, index=False)
+    if figures is not None:
+        try:
+            paths = figures.write(args.figures)
+        except OSError as e:
+            print(f"error: could not write figures into {args.figures}: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(paths)} figure(s) into {args.figures}: "
+              + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
     print(f"collected {len(sweep.ckpts)} records from {len(sweep.run_names)} runs in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
