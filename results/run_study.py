@@ -32,8 +32,11 @@ def jobs_of(name: str, root: str = None):
     jobs = [sweep.Job(a, cfg["output_dir"]) for a in sweep.make_args_list(cfg)]
     sweep.update_states(jobs, cfg["output_dir"])
     todo = [j for j in jobs if j.state in (sweep.NOT_LAUNCHED, sweep.FAILED, sweep.INCOMPLETE)]
-    # leave-one-domain-out before single-source, trial by trial: a partial run fills whole cells
+    # leave-one-domain-out before single-source, domain 3 (where the shortcut breaks) first,
+    # each held-out domain with all its trials and hparams: a partial run fills whole columns
     todo.sort(key=lambda j: (j.train_args["task"] != "domain_generalization",
+                             [3, 0, 1, 2].index(j.train_args["test_envs"][0])
+                             if j.train_args["task"] == "domain_generalization" else 0,
                              j.train_args["trial_seed"]))
     return jobs, todo
 
