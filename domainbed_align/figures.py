@@ -190,18 +190,22 @@ def hparam_curve_points(records: Sequence[dict], hparam: str, metric: str = "acc
     a reference: label "<name> (reference)", one point. Runs with hparams_seed != 0 are
     ignored (warning).
     """
-    if not any(hparam in (r.get("hparams") or {}) for r in records):
-        known = sorted({k for r in records for k in (r.get("hparams") or {})})
-        raise ConfigError(f"--figures_vs {hparam}: no record has hparam {hparam!r}; recorded "
-                          f"hparams: {', '.join(known) or 'none'}")
+    names = hparam.split("+")  # "a+b": one categorical axis over both (a grid of variants)
+    for name in names:
+        if not any(name in (r.get("hparams") or {}) for r in records):
+            known = sorted({k for r in records for k in (r.get("hparams") or {})})
+            raise ConfigError(f"--figures_vs {hparam}: no record has hparam {name!r}; recorded "
+                              f"hparams: {', '.join(known) or 'none'}")
     kept = grid_records(records, f"--figures_vs {hparam}")
-    labels = grid_labels(kept, exclude=(hparam,))
+    labels = grid_labels(kept, exclude=names)
     by_ds: Dict[str, Dict[str, Dict[str, Dict[int, list]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     x_values: Dict[str, Dict[str, object]] = defaultdict(dict)
     for r, label in zip(kept, labels):
         m = _meta(r)
-        x = (r.get("hparams") or {}).get(hparam)
+        hp = r.get("hparams") or {}
+        x = hp.get(hparam) if len(names) == 1 else \
+            ", ".join(f"{n}={_fmt_value(hp.get(n))}" for n in names)
         y = r.get(f"env{m['test_env']}_in_{metric}")
         x_values[m["dataset"]][_key(x)] = x
         by_ds[m["dataset"]][label][_key(x)][m["trial_seed"]].append(y)
@@ -232,6 +236,20 @@ def hparam_curve_points(records: Sequence[dict], hparam: str, metric: str = "acc
         if curves:
             out[ds] = curves
     return out
+
+
+def hparam_curve_table(curves, hparam: str, y_label: str, scale: float = 100.0) -> str:
+    """The numbers behind a `<metric>_vs_<hparam>` figure, one row per line and value."""
+    rows = [f"# {y_label} against {hparam}: mean +/- standard error over trials (n runs)"]
+    for ds, lines in curves.items():
+        rows.append(f"\n{ds}")
+        width = max(len(label) for label in lines)
+        for label, pts in lines.items():
+            for x, mean, se, n in pts:
+                where = f"{hparam}={_fmt_value(x)}" if "+" not in hparam else str(x)
+                rows.append(f"  {label:<{width}}  {where:<24} "
+                            f"{scale * mean:6.1f} +/- {scale * se:4.1f}  (n={n})")
+    return "\n".join(rows) + "\n"
 
 
 def density_curve_points(histories: Sequence[Sequence[dict]]
@@ -529,6 +547,10 @@ class SweepFigures:
                 draw_hparam_curves(curves, hparam, _metric_label(self.metric),
                                    scale=100.0),
                 os.path.join(out_dir, f"{self.metric}_vs_{hparam}.png")))
+            text = os.path.join(out_dir, f"{self.metric}_vs_{hparam}.txt")
+            with atomic_open(text, "w", fsync=False) as f:
+                f.write(hparam_curve_table(curves, hparam, _metric_label(self.metric)))
+            paths.append(text)
         if self.density:
             paths.append(save_figure(draw_densities(self.density),
                                      os.path.join(out_dir, "over_training.png")))
@@ -541,7 +563,8 @@ class SweepFigures:
 # Saliency grid from explanations.npz (no torch)
 # --------------------------------------------------------------------------------------------
 
-def _run_args(run_dir: str) -> Optional[dict]:
+def _run_record(run_dir: str) -> Optional[dict]:
+    """The first record of the run that carries its args (and hparams)."""
     path = os.path.join(run_dir, "results.jsonl")
     if not os.path.isfile(path):
         return None
@@ -549,18 +572,33 @@ def _run_args(run_dir: str) -> Optional[dict]:
         for line in f:
             rec = parse_line(line) if line.strip() else None
             if rec and isinstance(rec.get("args"), dict):
-                return rec["args"]
+                return rec
     return None
+
+
+def parse_hparam_filters(items: Sequence[str]) -> Dict[str, object]:
+    """`NAME=VALUE` strings -> {name: value}; VALUE read as JSON when it is (0.5, false)."""
+    out = {}
+    for item in items or ():
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"--hparam {item!r}: write NAME=VALUE, e.g. digits_cue=patch")
+        try:
+            out[name] = json.loads(text)
+        except json.JSONDecodeError:
+            out[name] = text
+    return out
 
 
 def find_explanations(input_dir: str, algorithms: Optional[Sequence[str]] = None,
                       dataset: Optional[str] = None, test_env: Optional[int] = None,
-                      trial_seed: Optional[int] = None, hparams_seed: Optional[int] = None
-                      ) -> List[Tuple[str, str]]:
+                      trial_seed: Optional[int] = None, hparams_seed: Optional[int] = None,
+                      hparams: Optional[Dict[str, object]] = None) -> List[Tuple[str, str]]:
     """[(row label, explanations.npz path)]: one run per (dataset, algorithm), in table order.
 
     Among matching runs the first with hparams_seed 0 and the smallest trial seed wins
-    (ties: run folder name). Filters left as None match everything.
+    (ties: run folder name). Filters left as None match everything; `hparams` keeps runs whose
+    hparams hold these values (one variant of a grid sweep).
     """
     if not os.path.isdir(input_dir):
         raise ConfigError(f"--input_dir {input_dir!r} is not a folder; pass the sweep's folder")
@@ -570,7 +608,10 @@ def find_explanations(input_dir: str, algorithms: Optional[Sequence[str]] = None
         path = os.path.join(run_dir, EXPLANATIONS_FILE)
         if not os.path.isfile(path):
             continue
-        args = _run_args(run_dir) or {}
+        rec = _run_record(run_dir) or {}
+        args = rec.get("args") or {}
+        if any((rec.get("hparams") or {}).get(k) != v for k, v in (hparams or {}).items()):
+            continue
         if args.get("task") == SINGLE_SOURCE:
             continue
         alg, ds = str(args.get("algorithm", name)), str(args.get("dataset", "?"))
@@ -691,6 +732,55 @@ def saliency_figure(input_dir: str, out: str, algorithms=None, k: int = 6, **fil
     return len(rows)
 
 
+# --------------------------------------------------------------------------------------------
+# Learning curves of a few runs (picking a sweep's step count)
+# --------------------------------------------------------------------------------------------
+
+def learning_curve_points(history: Sequence[dict]) -> Dict[str, List[Tuple[int, float]]]:
+    """One run's curves: `train_val` = mean accuracy of the training domains' held-out splits
+    (what training-domain validation selects on), `test` = the test domain's accuracy."""
+    args = history[-1]["args"]
+    test_envs = list(args["test_envs"])
+    n_envs = 1 + max(int(k[3:k.index("_")]) for k in history[-1]
+                     if k.startswith("env") and k.endswith("_acc"))
+    train = [i for i in range(n_envs) if i not in test_envs]
+    out = {"train_val": [], "test": []}
+    for r in history:
+        out["train_val"].append((int(r["step"]), float(np.mean([r[f"env{i}_out_acc"] for i in train]))))
+        out["test"].append((int(r["step"]), float(r[f"env{test_envs[0]}_in_acc"])))
+    return out
+
+
+def learning_curves_figure(input_dir: str, out: str) -> int:
+    """Every run folder under `input_dir` (named by what it is: ERM, ALIGN, ERM_batch16...)
+    as two lines: training-domain validation accuracy (solid) and test-domain accuracy
+    (dashed), against the step."""
+    runs = sorted(d for d in os.listdir(input_dir)
+                  if os.path.isfile(os.path.join(input_dir, d, "results.jsonl")))
+    if not runs:
+        raise ConfigError(f"{input_dir} holds no run folder with results.jsonl")
+    fig, axes = _figure(1, width=PANEL_IN * 1.6, height=PANEL_IN)
+    ax = axes[0]
+    colours = _colours(runs)
+    for name in runs:
+        with open(os.path.join(input_dir, name, "results.jsonl"), "rb") as f:
+            history = [parse_line(line) for line in f if line.strip()]
+        pts = learning_curve_points(history)
+        for key, style in (("train_val", "-"), ("test", "--")):
+            steps, accs = zip(*pts[key])
+            ax.plot(steps, 100 * np.array(accs), style, color=colours[name], marker=".",
+                    label=f"{name}: {'training-domain validation' if key == 'train_val' else 'test domain'}")
+    ax.set_xlabel("step", fontsize=FONT_PT)
+    ax.set_ylabel("accuracy (%)", fontsize=FONT_PT)
+    ax.tick_params(labelsize=FONT_PT)
+    ax.grid(alpha=0.3)
+    _legend(ax, 2 * len(runs))
+    ax.set_title(f"Learning curves ({os.path.basename(os.path.normpath(input_dir))})",
+                 fontsize=FONT_PT + 1)
+    save_figure(fig, out)
+    return len(runs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m domainbed_align.figures",
                 description="Figures that need no torch. Sweep-level figures: "
@@ -705,17 +795,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trial_seed", type=int)
     s.add_argument("--hparams_seed", type=int)
     s.add_argument("--k", type=int, default=6, help="images per row (default 6)")
+    s.add_argument("--hparam", action="append", metavar="NAME=VALUE",
+                   help="only runs with this hparam value, e.g. digits_cue=patch (repeatable)")
+    c = sub.add_parser("curves", help="learning curves of the run folders under --input_dir")
+    c.add_argument("--input_dir", required=True)
+    c.add_argument("--out", required=True, help="PNG file to write")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "curves":
+            n = learning_curves_figure(args.input_dir, args.out)
+            print(f"wrote {args.out} ({n} runs)", file=sys.stderr)
+            return 0
         if args.k < 1:
             raise ConfigError(f"--k {args.k}: pass at least 1 image per row")
         n = saliency_figure(args.input_dir, args.out, args.algorithms, args.k,
                             dataset=args.dataset, test_env=args.test_env,
-                            trial_seed=args.trial_seed, hparams_seed=args.hparams_seed)
+                            trial_seed=args.trial_seed, hparams_seed=args.hparams_seed,
+                            hparams=parse_hparam_filters(args.hparam))
     except (_ArgumentError, DomainBedAlignError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

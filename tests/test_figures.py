@@ -308,8 +308,10 @@ def test_main_writes_every_sweep_figure(tmp_path):
     assert rc == 0, err
     names = ["acc_vs_lr.png", "acc_vs_mask_quality.png", "comp_vs_suff.png", "ood_vs_id.png",
              "over_training.png"]
-    assert sorted(os.listdir(out)) == names
+    assert sorted(os.listdir(out)) == sorted(names + ["acc_vs_lr.txt", "acc_vs_mask_quality.txt"])
     assert all((out / n).stat().st_size > 1000 for n in names)
+    table = (out / "acc_vs_mask_quality.txt").read_text()
+    assert table.startswith("# test-domain accuracy (%) against mask_quality: mean +/- standard")
     rc, _, err = run_main(["--input_dir", str(tmp_path / "sweep"), "--no_write", "--figures",
                            str(out), "--figures_vs", "mask_quality", "--figures_metric", "suff"])
     assert rc == 0 and (out / "suff_vs_mask_quality.png").stat().st_size > 1000
@@ -404,7 +406,7 @@ def test_figures_never_import_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("NO_TORCH")
-    assert len(os.listdir(tmp_path / "f")) == 5
+    assert len(os.listdir(tmp_path / "f")) == 6
 
 
 def test_last_records_and_history_follow_the_collector_on_requeued_files(tmp_path):
@@ -429,3 +431,48 @@ def test_unwritable_figures_folder_keeps_the_tables(tmp_path):
     assert (tmp_path / "sweep" / "results.txt").read_text() == out
     assert err.splitlines()[-1].startswith(f"error: could not write figures into "
                                            f"{tmp_path / 'taken'}: ")
+
+
+def test_saliency_filters_on_hparam_values(tmp_path):
+    for name, cue in (("a", "patch"), ("b", "background")):
+        d = write_run(tmp_path, name, [record("ERM", 1, 0, hparams={"digits_cue": cue,
+                                                                      "cue_agreement": 0.8})])
+        write_explanations(d)
+    pick = lambda **hp: [os.path.basename(os.path.dirname(p)) for _, p in  # noqa: E731
+                         figures.find_explanations(str(tmp_path), hparams=hp)]
+    assert pick() == ["a"]                              # ties: folder name
+    assert pick(digits_cue="background") == ["b"]
+    assert figures.parse_hparam_filters(["digits_cue=background", "cue_agreement=0.8",
+                                         "digits_spurious=false"]) == \
+        {"digits_cue": "background", "cue_agreement": 0.8, "digits_spurious": False}
+    with pytest.raises(ConfigError, match="write NAME=VALUE"):
+        figures.parse_hparam_filters(["digits_cue"])
+
+
+def test_combined_axis_over_two_hparams():
+    recs = [record("ERM", 1, t, hparams={"digits_cue": cue, "digits_spurious": sp},
+                   env1_in_acc=acc)
+            for t, cue, sp, acc in ((0, "patch", True, 0.6), (1, "patch", True, 0.8),
+                                    (0, "patch", False, 0.9), (0, "background", True, 0.4))]
+    curves = figures.hparam_curve_points(recs, "digits_cue+digits_spurious")["Toy"]
+    assert list(curves) == ["ERM"]                      # both names left out of the label
+    assert curves["ERM"] == approx_points([
+        ("digits_cue=background, digits_spurious=True", 0.4, 0.0, 1),
+        ("digits_cue=patch, digits_spurious=False", 0.9, 0.0, 1),
+        ("digits_cue=patch, digits_spurious=True", 0.7, se([0.6, 0.8]), 2)])
+    table = figures.hparam_curve_table({"Toy": curves}, "digits_cue+digits_spurious", "acc")
+    assert "  ERM  digits_cue=patch, digits_spurious=True   70.0 +/-  7.1  (n=2)" in table
+
+
+def test_learning_curve_points_follow_their_definition(tmp_path):
+    hist = [dict(record("ERM", 2, 0, step=s), env0_out_acc=a, env1_out_acc=b, env2_out_acc=0.0,
+                 env0_in_acc=0.0, env1_in_acc=0.0, env2_in_acc=c)
+            for s, a, b, c in ((0, 0.1, 0.3, 0.05), (100, 0.8, 0.9, 0.5))]
+    pts = figures.learning_curve_points(hist)
+    assert pts["train_val"] == approx_points([(0, 0.2), (100, 0.85)])  # mean of envs 0 and 1
+    assert pts["test"] == [(0, 0.05), (100, 0.5)]                       # env 2's `in` split
+    write_run(tmp_path / "curves", "ERM", hist)
+    assert figures.learning_curves_figure(str(tmp_path / "curves"), str(tmp_path / "c.png")) == 1
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    with pytest.raises(ConfigError, match="holds no run folder"):
+        figures.learning_curves_figure(str(tmp_path), str(tmp_path / "d.png"))
