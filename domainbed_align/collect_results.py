@@ -71,6 +71,12 @@ METRICS = {
     "mask_epg": ("learned mask energy pointing game", +1),
     "mask_iou": ("learned mask IoU", +1),
     "mask_area": ("learned mask area", 0),
+    # where the mass sits, relative to each region's area (1 = uniform): on the ground-truth
+    # evidence (higher is better) and on a dataset's known shortcut (SpuriousDigits' cue)
+    "cam_density_strokes": ("Grad-CAM density on the evidence", +1),
+    "cam_density_cue": ("Grad-CAM density on the shortcut", -1),
+    "mask_density_strokes": ("learned mask density on the evidence", +1),
+    "mask_density_cue": ("learned mask density on the shortcut", -1),
 }
 _ARROWS = {+1: "↑", -1: "↓", 0: "·"}
 _LATEX_ARROWS = {+1: r"$\uparrow$", -1: r"$\downarrow$", 0: r"$\cdot$"}

@@ -504,14 +504,16 @@ class SweepFigures:
         iid = report.methods[0]
         idx = report.index[iid]
         self.metric = metric
+        # --figures_vs marks a grid sweep (hparams_seed 0 for every variant): model selection
+        # would pick across grid points, so the selection figures are left out
         self.ood_id = selected_points(idx, report.datasets, report.algorithms, "id_acc",
-                                      "ood_acc")
+                                      "ood_acc") if not vs else {}
         self.comp_suff = None
         self.notes: List[str] = []
-        if {"comp", "suff"} <= set(report.metrics):
+        if {"comp", "suff"} <= set(report.metrics) and not vs:
             self.comp_suff = selected_points(idx, report.datasets, report.algorithms,
                                              "ood_suff", "ood_comp") or None
-        if self.comp_suff is None:
+        if self.comp_suff is None and not vs:
             self.notes.append("note: comp_vs_suff.png skipped: the records carry no "
                               "comprehensiveness/sufficiency (explain_n 0?)")
         need_records = vs or any("_mask_density_" in k for k in sweep.keys)

@@ -304,11 +304,17 @@ def test_main_writes_every_sweep_figure(tmp_path):
     full_sweep(tmp_path / "sweep")
     out = tmp_path / "figs"
     rc, _, err = run_main(["--input_dir", str(tmp_path / "sweep"), "--no_write", "--figures",
+                           str(out / "selection")])
+    assert rc == 0, err
+    assert sorted(os.listdir(out / "selection")) == ["comp_vs_suff.png", "ood_vs_id.png",
+                                                     "over_training.png"]
+    # --figures_vs marks a grid sweep: no selection figures (they would pick across the grid)
+    rc, _, err = run_main(["--input_dir", str(tmp_path / "sweep"), "--no_write", "--figures",
                            str(out), "--figures_vs", "mask_quality", "lr"])
     assert rc == 0, err
-    names = ["acc_vs_lr.png", "acc_vs_mask_quality.png", "comp_vs_suff.png", "ood_vs_id.png",
-             "over_training.png"]
-    assert sorted(os.listdir(out)) == sorted(names + ["acc_vs_lr.txt", "acc_vs_mask_quality.txt"])
+    names = ["acc_vs_lr.png", "acc_vs_mask_quality.png", "over_training.png"]
+    assert sorted(os.listdir(out)) == sorted(names + ["acc_vs_lr.txt", "acc_vs_mask_quality.txt",
+                                                      "selection"])
     assert all((out / n).stat().st_size > 1000 for n in names)
     table = (out / "acc_vs_mask_quality.txt").read_text()
     assert table.startswith("# test-domain accuracy (%) against mask_quality: mean +/- standard")
@@ -406,7 +412,9 @@ def test_figures_never_import_torch(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("NO_TORCH")
-    assert len(os.listdir(tmp_path / "f")) == 6
+    assert sorted(os.listdir(tmp_path / "f")) == ["acc_vs_mask_quality.png",
+                                                   "acc_vs_mask_quality.txt",
+                                                   "over_training.png", "s.png"]
 
 
 def test_last_records_and_history_follow_the_collector_on_requeued_files(tmp_path):

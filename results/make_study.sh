@@ -1,0 +1,55 @@
+#!/bin/bash
+# Every table and figure of the built-in study (issue 10), regenerated from the committed
+# records under results/sweeps/ (no training, no torch):
+#   bash results/make_study.sh
+# The records come from the project's own sweep command (sweeps/digits_*.json; see
+# results/run_study.py and run_study_gpu.sh for how they were run); the learning-curve runs
+# from the `train` commands in results/make_curves.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+S=results/sweeps F=results/figures T=results/tables
+rm -rf "$T"; mkdir -p "$F" "$T"
+collect() {  # collect <sweep> [collect_results flags]: tables into results/tables/<sweep>.*
+  local sweep=$1; shift
+  python -m domainbed_align.collect_results --input_dir "$S/$sweep" --no_write --no_cache "$@"
+}
+present() { [ -n "$(find "$S/$1" -name done -print -quit 2>/dev/null)" ]; }
+
+# Learning curves (picked the step counts and ALIGN's warm-up)
+python -m domainbed_align.figures curves --input_dir "$S/digits_curves" --out "$F/learning_curves.png"
+
+# The main sweep: DomainBed tables, ID/OOD, explanation tables, single-source; figures
+if present digits_main; then
+  rm -rf "$F/digits_main"
+  collect digits_main --figures "$F/digits_main" > "$T/digits_main.txt"
+  collect digits_main --markdown > "$T/digits_main.md"
+  collect digits_main --latex > "$T/digits_main.tex"
+fi
+
+# Why ALIGN does what it does: cue type (with the clean control), cue strength, ALIGN's knobs
+# (grid sweeps: DomainBed's selection would pick across grid points, so their tables are the
+# numbers behind each figure, <metric>_vs_<hparam>.txt, one mean +/- s.e. per line and value)
+grid() {  # grid <sweep> <figure folder> [collect_results flags]
+  local sweep=$1 dir=$2; shift 2
+  rm -rf "$F/$dir"
+  collect "$sweep" --figures "$F/$dir" "$@" > /dev/null
+  cat "$F/$dir"/*_vs_*.txt > "$T/$dir.txt"
+}
+grid digits_cue digits_cue --figures_vs digits_cue+digits_spurious
+for m in cam_density_cue cam_density_strokes epg; do
+  grid digits_cue "digits_cue_$m" --figures_vs digits_cue+digits_spurious --figures_metric $m
+done
+for cue in patch background; do
+  python -m domainbed_align.figures saliency --input_dir "$S/digits_cue" --test_env 3 \
+    --hparam digits_cue=$cue --hparam digits_spurious=true --out "$F/saliency_$cue.png"
+done
+present digits_cue_strength && grid digits_cue_strength digits_cue_strength --figures_vs cue_agreement
+for knob in l1 l3 warmup_steps; do
+  grid "digits_align_$knob" "digits_align_$knob" --figures_vs "align_$knob"
+  grid "digits_align_$knob" "digits_align_${knob}_mask_cue" --figures_vs "align_$knob" \
+    --figures_metric mask_density_cue
+done
+
+# Mask quality: the mask-based methods, ALIGN as the annotation-free reference line
+grid digits_mask_quality digits_mask_quality --figures_vs mask_quality
+echo "tables in $T, figures in $F"
