@@ -92,12 +92,14 @@ def test_preempted_job_resumes_to_the_records_of_an_unbroken_run(tmp_path, cance
     out = tmp_path / "sw"
     # long enough that the pre-emption lands mid-run on an idle machine too (Debug28 steps
     # take milliseconds: with 200 steps the job could finish before the requeue arrived)
+    # one job (--test_envs 0): the other two would only repeat it and share the 2 CPUs
     extra = ["--algorithms", "ERM", "--steps", "2000", "--checkpoint_freq", "200",
-             "--hparams", '{"explain_n": 4}']
+             "--hparams", '{"explain_n": 4}', "--test_envs", "0"]
     _launch(out, *extra)
     jobs = _jobs(out, *extra)
     ids = _slurm_ids(jobs)
     cancel_after.update(i.split("_")[0] for i in ids)
+    assert len(jobs) == 1
     job, slurm_id = jobs[0], ids[0]
     deadline = time.time() + WAIT_S
     path = os.path.join(job.output_dir, "results.jsonl")
