@@ -190,7 +190,9 @@ def test_no_torch_import(tmp_path):
     """Tables and the sweep figures (tests/test_figures.py checks every figure kind)."""
     code = ("import sys; from domainbed_align import collect_results; "
             f"rc = collect_results.main(['--input_dir', {os.path.join(DATA, 'metrics_sweep')!r},"
-            f" '--no_write', '--figures', {str(tmp_path)!r}, '--figures_vs', 'lr']); "
+            f" '--no_write', '--figures', {str(tmp_path / 'sel')!r}]) + collect_results.main("
+            f"['--input_dir', {os.path.join(DATA, 'metrics_sweep')!r}, '--no_write', '--figures', "
+            f"{str(tmp_path / 'grid')!r}, '--figures_vs', 'lr']); "
             "assert rc == 0; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
             "print('TORCH' if bad else 'NO_TORCH')")
@@ -198,4 +200,5 @@ def test_no_torch_import(tmp_path):
                          cwd=os.path.dirname(HERE))
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("NO_TORCH")
-    assert sorted(os.listdir(tmp_path)) == ["acc_vs_lr.png", "comp_vs_suff.png", "ood_vs_id.png"]
+    assert sorted(os.listdir(tmp_path / "sel")) == ["comp_vs_suff.png", "ood_vs_id.png"]
+    assert sorted(os.listdir(tmp_path / "grid")) == ["acc_vs_lr.png", "acc_vs_lr.txt"]
