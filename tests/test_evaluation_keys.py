@@ -174,6 +174,10 @@ def test_region_densities_follow_their_definition():
     assert pooled["strokes"] == pytest.approx((10 / 16) / (4 / 8))
     assert pooled["cue"] == 0.0                                # one cue pixel, no mass
     assert all(np.isnan(v) for v in metrics.region_densities(0 * s, strokes, cue).values())
+    # a cue pixel under a stroke counts as stroke, not cue: here the cue region is empty
+    d = metrics.region_densities(torch.tensor([[[0.0, 2.0], [0.0, 2.0]]]),
+                                 torch.tensor([[[0.0, 1.0], [0.0, 0.0]]]), cue)
+    assert d["strokes"] == 2.0 and np.isnan(d["cue"]) and d["background"] == pytest.approx(2 / 3)
 
 
 def test_run_records_densities_and_writes_a_snapshot(tmp_path):
