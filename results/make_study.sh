@@ -43,7 +43,13 @@ for cue in patch background; do
   python -m domainbed_align.figures saliency --input_dir "$S/digits_cue" --test_env 3 \
     --hparam digits_cue=$cue --hparam digits_spurious=true --out "$F/saliency_$cue.png"
 done
-present digits_cue_strength && grid digits_cue_strength digits_cue_strength --figures_vs cue_agreement
+if present digits_cue_strength; then
+  grid digits_cue_strength digits_cue_strength --figures_vs cue_agreement
+  grid digits_cue_strength digits_cue_strength_cam_cue --figures_vs cue_agreement \
+    --figures_metric cam_density_cue
+  grid digits_cue_strength digits_cue_strength_mask_cue --figures_vs cue_agreement \
+    --figures_metric mask_density_cue
+fi
 for knob in l1 l3 warmup_steps; do
   grid "digits_align_$knob" "digits_align_$knob" --figures_vs "align_$knob"
   grid "digits_align_$knob" "digits_align_${knob}_mask_cue" --figures_vs "align_$knob" \
