@@ -18,7 +18,7 @@ CHILDREN=${MUTATION_CHILDREN:-2}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 unset PYTHONPATH   # mutmut puts mutants/ first on the path; the original tree must not shadow it
 
-ALL=(lib hparams_registry splits digits train model_selection collect_results metrics)
+ALL=(lib hparams_registry splits digits train model_selection collect_results metrics figures)
 MODULES=("${@:-${ALL[@]}}")
 command -v mutmut >/dev/null || { echo "error: mutmut is not installed; pip install -e \".[dev]\"" >&2; exit 2; }
 

@@ -36,6 +36,7 @@ MODULES = {
     "model_selection": ["domainbed_align.model_selection.*"],
     "collect_results": ["domainbed_align.collect_results.*"],
     "metrics": ["domainbed_align.explain.metrics.*"],
+    "figures": ["domainbed_align.figures.*"],
 }
 KILLED = {1, 3, 36, 24, -24, 152, 255}   # test failure, pytest internal error, timeouts
 STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}
