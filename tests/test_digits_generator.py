@@ -183,6 +183,17 @@ def test_spurious_digits_reads_its_hparams():
         assert not torch.equal(c.x[:, :, :4, :4], d.x[:, :, :4, :4])
         torch.testing.assert_close(d.masks, d.eval_masks)       # default mask_quality: gt
     assert all(e.masks.dtype == torch.float32 for e in default.datasets)
+    # the cue region the density metrics read: none on the clean variant, the 16 patch pixels
+    assert clean.cue_region is None
+    assert default.cue_region.dtype == bool and default.cue_region.sum() == 16
+    assert default.cue_region[:4, :4].all()
+
+
+def test_cue_region_is_a_boolean_pixel_set():
+    patch, background = digits.cue_region("patch"), digits.cue_region("background")
+    assert patch.dtype == bool and background.dtype == bool     # used as masks (~, &)
+    assert patch.shape == background.shape == (28, 28)
+    assert patch.sum() == 16 and patch[:4, :4].all() and background.all()
 
 
 def test_background_grid_is_float32_for_pinned_bytes():
@@ -209,6 +220,8 @@ def test_cue_agreements_follow_their_definition():
     assert digits.cue_agreements(0.5) == (0.6, 0.5, 0.4, 0.1)
     assert digits.cue_agreements(0.95) == (1.0, 0.95, 0.85, 0.1)  # clipped to a probability
     assert digits.cue_agreements(0.05) == (0.15, 0.05, 0.0, 0.1)
+    assert digits.cue_agreements(0.0) == (0.1, 0.0, 0.0, 0.1)     # both ends are valid
+    assert digits.cue_agreements(1.0) == (1.0, 1.0, 0.9, 0.1)
     with pytest.raises(ConfigError, match=r"cue_agreement must be in \[0, 1\], got 1.5"):
         digits.cue_agreements(1.5)
     with pytest.raises(ConfigError, match="unknown digits_cue 'stamp'; choose one of patch, background"):

@@ -174,6 +174,10 @@ def test_region_densities_follow_their_definition():
     assert pooled["strokes"] == pytest.approx((10 / 16) / (4 / 8))
     assert pooled["cue"] == 0.0                                # one cue pixel, no mass
     assert all(np.isnan(v) for v in metrics.region_densities(0 * s, strokes, cue).values())
+    # a mask value of exactly 0.5 is a stroke; a total mass below 1 is still a mass
+    d = metrics.region_densities(torch.tensor([[[0.5, 0.0], [0.0, 0.0]]]),
+                                 torch.tensor([[[0.5, 0.0], [0.0, 0.0]]]), cue)
+    assert d == {"strokes": 4.0, "cue": 0.0, "background": 0.0}
     # a cue pixel under a stroke counts as stroke, not cue: here the cue region is empty
     d = metrics.region_densities(torch.tensor([[[0.0, 2.0], [0.0, 2.0]]]),
                                  torch.tensor([[[0.0, 1.0], [0.0, 0.0]]]), cue)
