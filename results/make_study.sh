@@ -34,6 +34,8 @@ grid() {  # grid <sweep> <figure folder> [collect_results flags]
   rm -rf "$F/$dir"
   collect "$sweep" --figures "$F/$dir" "$@" > /dev/null
   cat "$F/$dir"/*_vs_*.txt > "$T/$dir.txt"
+  # over_training.png does not depend on --figures_metric: keep it only in the sweep's own folder
+  case " $* " in *" --figures_metric "*) rm -f "$F/$dir/over_training.png" ;; esac
 }
 grid digits_cue digits_cue --figures_vs digits_cue+digits_spurious
 for m in cam_density_cue cam_density_strokes epg; do
