@@ -74,6 +74,8 @@ def test_control_mask_qualities():
     assert cue[:, 0, :4, :4].min() == 1 and cue.sum() == gt.sum() + 2 * 16   # strokes + 4x4 patch
     assert np.array_equal(cue * (1 - digits.cue_region("patch")[None, None]), gt)
     assert digits._degrade(gt, "cue", rs, "background").min() == 1        # diffuse cue: all of it
+    abc = digits._degrade(gt, "all_but_cue", rs, "patch")
+    assert abc.shape == gt.shape and abc.sum() == 2 * (28 * 28 - 16) and abc[:, 0, :4, :4].max() == 0
 
 
 def test_control_masks_reach_the_dataset():

@@ -33,8 +33,10 @@ CUE_AGREEMENT = (0.9, 0.8, 0.7, 0.1)  # P(cue colour == label colour) per domain
 CUES = ("patch", "background")
 BACKGROUND_KEEP, BACKGROUND_TINT = 0.5, 0.35  # tinted background: below the ink's 0.85
 # gt and its degradations; the controls: none (no pixel relevant: a method's no-annotation
-# limit), cue (the shortcut region marked relevant with the strokes), inverted (complement)
-MASK_QUALITIES = ("gt", "dilated", "shifted", "partial", "random", "none", "cue", "inverted")
+# limit), cue (the shortcut region marked relevant with the strokes), inverted (complement),
+# all_but_cue (everything relevant but the shortcut region: a penalty on the cue alone)
+MASK_QUALITIES = ("gt", "dilated", "shifted", "partial", "random", "none", "cue", "inverted",
+                  "all_but_cue")
 # Normalisation constants, fixed by the generator's design (backgrounds in [0, 0.35], ink in
 # [0.85, 1]) and the same whatever the test domain: statistics of the data would include it.
 # 0 after normalising is this grey, the default fill of removed pixels.
@@ -80,6 +82,8 @@ def _degrade(gt: np.ndarray, quality: str, rs: np.random.RandomState,
         return np.maximum(gt, cue_region(cue)[None, None].astype(gt.dtype))
     if quality == "inverted":
         return 1.0 - gt
+    if quality == "all_but_cue":
+        return np.broadcast_to(1.0 - cue_region(cue)[None, None], gt.shape).astype(gt.dtype)
     t = torch.from_numpy(gt)
     if quality == "dilated":  # over-covering blob around the strokes
         return F.max_pool2d(t, 7, stride=1, padding=3).numpy()
