@@ -36,6 +36,7 @@ from domainbed_align import catalog
 from domainbed_align.collect_cache import (RecordCache, RunEntry, cached_report, checkpoints_key,
                                            file_stat, report_key, save_report)
 from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
+from domainbed_align.lib.paired import format_difference, pair_up, paired_difference
 from domainbed_align.lib.tables import Table, format_avg, format_mean
 from domainbed_align.model_selection import (SINGLE_SOURCE, Checkpoints, RunPart,
                                              get_selection_methods, record_arrays,
@@ -199,6 +200,7 @@ class Sweep:
         for i, o in zip(todo, out):
             cache.entries[self.run_names[i]] = RunEntry(stats[i], *o)
         entries = [cache.entries[name] for name in self.run_names]
+        self._record_cache = cache
         self.ckpts_key = key = checkpoints_key(self.run_names, stats)
         self.n_skipped_lines = sum(e.n_skipped for e in entries)
         self.n_files_with_skips = sum(1 for e in entries if e.n_skipped)
@@ -215,6 +217,27 @@ class Sweep:
             if use_cache and write_cache:
                 cache.save(self.run_names, key, self.ckpts)
         self._cache: Dict[int, Dict[int, dict]] = {}
+
+    def split_by(self, names: Sequence[str]) -> None:
+        """Label each run's algorithm with the values its --hparams JSON sets for `names`
+        (a grid sweep's variants: `RES[res_target_rescale=false]`), so that each variant is
+        selected, tabulated and compared as an algorithm of its own."""
+        if not names:
+            return
+        labels = {}
+        for run, name in enumerate(self.run_names):
+            args = self._record_cache.part(name).args or {}
+            try:
+                hp = json.loads(args.get("hparams") or "{}")
+            except (TypeError, ValueError):
+                hp = {}
+            hp = hp if isinstance(hp, dict) else {}
+            parts = [f"{n}={v if isinstance(v, str) else json.dumps(v)}"
+                     for n, v in sorted(hp.items()) if n in names]
+            labels[run] = "[" + ",".join(parts) + "]" if parts else ""
+        meta = self.ckpts.meta
+        suffix = meta["run"].map(labels).fillna("")
+        meta["algorithm"] = (meta["algorithm"] + suffix).astype(object)
 
     def results_path(self, run: int) -> str:
         return os.path.join(self.input_dir, self.run_names[run], "results.jsonl")
@@ -259,10 +282,18 @@ class Sweep:
 # --------------------------------------------------------------------------------------------
 
 def algorithm_order(names_in_order: Sequence[str]) -> List[str]:
-    """Our ALGORITHMS first, in their order; unknown ones after, in order of appearance."""
+    """Our ALGORITHMS first, in their order (a `--split_by` variant `ALG[k=v]` with its base
+    algorithm, variants sorted); unknown ones after, in order of appearance."""
     seen = list(dict.fromkeys(names_in_order))
-    return [a for a in catalog.ALGORITHM_ORDER if a in seen] + \
-        [a for a in seen if a not in catalog.ALGORITHM_ORDER]
+    order = catalog.ALGORITHM_ORDER
+    known = sorted((a for a in seen if base_algorithm(a) in order),
+                   key=lambda a: (order.index(base_algorithm(a)), a))
+    return known + [a for a in seen if base_algorithm(a) not in order]
+
+
+def base_algorithm(label: str) -> str:
+    """`RES[res_target_rescale=false]` -> `RES` (a `--split_by` label's algorithm)."""
+    return label.split("[", 1)[0]
 
 
 def _known_datasets() -> List[str]:
@@ -359,8 +390,10 @@ def _trial_means(idx, column: str, dataset: str, alg: str) -> list:
 # --------------------------------------------------------------------------------------------
 
 class Report:
-    def __init__(self, sweep: Sweep, methods, metrics: Optional[List[str]], fmt: str):
+    def __init__(self, sweep: Sweep, methods, metrics: Optional[List[str]], fmt: str,
+                 compare_to: Sequence[str] = ()):
         self.sweep, self.methods, self.fmt = sweep, methods, fmt
+        self.compare_to = list(compare_to)
         self.ckpts = sweep.ckpts
         meta = self.ckpts.meta
         self.dg = meta[meta["task"] != SINGLE_SOURCE]
@@ -380,20 +413,41 @@ class Report:
         extra = [m for m in self.metrics if m != "acc"]
         rows = np.unique(np.concatenate([s["row"].to_numpy(dtype=np.int64)
                                          for s in self.selections.values()] or [[]]))
-        recs = self.sweep.records_at(rows) if (extra and len(rows)) else {}
+        self.has_idtest = any(k.endswith("_idtest_acc") for k in self.sweep.keys)
+        recs = self.sweep.records_at(rows) if ((extra or self.has_idtest) and len(rows)) else {}
         for method, sel in self.selections.items():
             r = sel["row"].to_numpy(dtype=np.int64)
             t = sel["test_env"].to_numpy(dtype=np.int64)
             n = self.ckpts.meta["n_envs"].to_numpy()[r] if len(r) else np.zeros(0, np.int64)
             sel["ood_acc"] = sel["test_acc"]
-            sel["id_acc"] = [_mean_over(self.ckpts.acc_out[ri], ni, ti)
-                             for ri, ni, ti in zip(r, n, t)]
+            # ID: the training domains' ID test splits where the run has them (never seen by
+            # training or selection); else their validation splits, which selection maximised
+            split = [id_split(recs.get(ri, {}), [j for j in range(ni) if j != ti])
+                     for ri, ni, ti in zip(r, n, t)]
+            sel["id_split"] = split
+            sel["id_acc"] = [_mean_over(self.ckpts.acc_out[ri], ni, ti) if sp == "out" else
+                             _nanmean([_num(recs[ri].get(f"env{j}_idtest_acc"))
+                                       for j in range(ni) if j != ti])
+                             for ri, ni, ti, sp in zip(r, n, t, split)]
             for m in extra:
                 sel["ood_" + m] = [_num(recs.get(ri, {}).get(f"env{ti}_in_{m}"))
                                    for ri, ti in zip(r, t)]
-                sel["id_" + m] = [_nanmean([_num(recs.get(ri, {}).get(f"env{j}_out_{m}"))
+                sel["id_" + m] = [_nanmean([_num(recs.get(ri, {}).get(f"env{j}_{sp}_{m}"))
                                             for j in range(ni) if j != ti])
-                                  for ri, ni, ti in zip(r, n, t)]
+                                  for ri, ni, ti, sp in zip(r, n, t, split)]
+
+    def id_what(self, dataset: str, method=None) -> str:
+        """What the ID numbers of a dataset are: the ID test split, or (runs without one) the
+        selection split, named as optimistic in the table itself."""
+        splits = set()
+        for m in ([method] if method is not None else self.methods):
+            splits |= {r["id_split"] for rows in (v for k, v in self.index[m].items()
+                                                  if k[0] == dataset) for r in rows}
+        if splits == {"idtest"}:
+            return "the ID test split"
+        if splits <= {"out"}:
+            return "the selection split (optimistic)"
+        return "the ID test split where recorded, else the selection split (mixed)"
 
     # ---------------------------------------------------------------------- output helpers
     def emit(self, text: str):
@@ -453,13 +507,15 @@ class Report:
         if not self.datasets:
             return
         self.heading("ID/OOD accuracy of the selected models (OOD: test domain; ID: mean over "
-                     "the training domains' held-out splits)", 1)
+                     "the training domains' ID test splits, or where runs have none their "
+                     "validation splits, which selection maximised: optimistic)", 1)
         for method in self.methods:
             sel = self.index[method]
             for ds in self.datasets:
                 envs = environment_names(ds, self.n_envs[ds])
                 for col, what in (("ood_acc", "OOD test-domain accuracy"),
-                                  ("id_acc", "ID training-domain held-out accuracy")):
+                                  ("id_acc", "ID training-domain accuracy on "
+                                   + self.id_what(ds, method))):
                     rows = _cells_by_env(sel, col, ds, self.algorithms, "test_env", len(envs),
                                          self.fmt)
                     self.table(f"Dataset: {ds}, model selection method: {method.name}, {what}",
@@ -495,7 +551,7 @@ class Report:
             sel = self.index[method]
             for ds in self.datasets:
                 for split, what in (("ood", "test domain"),
-                                    ("id", "training domains' held-out splits")):
+                                    ("id", "training domains, " + self.id_what(ds, method))):
                     rows = []
                     for alg in self.algorithms:
                         cells = [format_mean(_trial_means(sel, f"{split}_{m}", ds, alg),
@@ -520,6 +576,17 @@ class Report:
                 continue
             r = sel["row"].to_numpy(dtype=np.int64)
             s = sel["source"].to_numpy(dtype=np.int64)
+            recs = self.sweep.records_at(r) if (self.has_idtest and len(r)) else {}
+
+            def id_accs(rows, src):
+                """The source's ID test accuracy where recorded, else its validation one."""
+                vals = [recs.get(ri, {}).get(f"env{src}_idtest_acc") for ri in rows]
+                what = "ID: the ID test split" if vals and all(v is not None for v in vals) \
+                    else "ID: the selection split (optimistic)" if not any(
+                        v is not None for v in vals) else "ID: mixed splits"
+                return _finite(self.ckpts.acc_out[ri, src] if v is None else v
+                               for ri, v in zip(rows, vals)), what
+
             for ds in dsets:
                 ne = self.n_envs[ds]
                 envs = environment_names(ds, ne)
@@ -537,11 +604,11 @@ class Report:
                             else:
                                 cells.append(format_mean(
                                     _finite(self.ckpts.acc_in[r[pick], tgt]), self.fmt)[2])
-                        cells.append(format_mean(_finite(self.ckpts.acc_out[r[pick], src]),
-                                                 self.fmt)[2])
+                        accs, what = id_accs(r[pick], src)
+                        cells.append(format_mean(accs, self.fmt)[2])
                         rows.append([envs[src], *cells])
                     self.table(f"Single source: {ds}, {alg}, model selection method: "
-                               f"{method.name} (rows: source, columns: target)",
+                               f"{method.name} (rows: source, columns: target; {what})",
                                ["Source", *envs, "ID"], rows, 20,
                                latex_title=f"Single source, {ds}, {alg}, {method.name}")
                 cols = ["Algorithm"]
@@ -559,19 +626,78 @@ class Report:
                         mean, _, cell = format_mean(_finite(ood), self.fmt)
                         cells.append(cell)
                         ood_means.append(mean)
-                        mean, _, cell = format_mean(
-                            _finite(self.ckpts.acc_out[r[pick], src]), self.fmt)
+                        accs, what = id_accs(r[pick], src)
+                        mean, _, cell = format_mean(accs, self.fmt)
                         cells.append(cell)
                         id_means.append(mean)
                     rows.append([alg, *cells, format_avg(ood_means), format_avg(id_means)])
                 self.table(f"Single source: {ds}, model selection method: {method.name}, "
-                           "mean OOD over targets and ID per source", cols, rows, 20,
+                           f"mean OOD over targets and ID per source ({what})", cols, rows, 20,
                            latex_title=f"Single source, {ds}, {method.name}, compact")
+
+    def comparisons(self):
+        """Paired differences to each `--compare_to` reference (lib/paired.py): per selection
+        method and dataset, every other algorithm's mean difference over pairs (same trial
+        seed and test domain), its 95% Student-t interval and the number of pairs."""
+        if not self.compare_to or not self.datasets:
+            return
+        shown = [m for m in self.metrics if m != "acc"]
+        arrows = _LATEX_ARROWS if self.fmt == "latex" else _ARROWS
+        self.heading("Paired differences to " + ", ".join(self.compare_to) + " (x100; algorithm "
+                     "minus reference over pairs of runs with the same trial seed and test "
+                     "domain; [95% interval, Student t]; an interval that covers 0 is no "
+                     "measurable difference)", 1)
+        for method in self.methods:
+            sel = self.index[method]
+            for ds in self.datasets:
+                for ref in self.compare_to:
+                    for ref_label, rows in comparison_rows(sel, ds, self.algorithms, ref):
+                        title = f"{ds}, model selection method: {method.name}"
+                        cells = []
+                        for alg in rows:
+                            ood = compare_column(sel, ds, alg, ref_label, "ood_acc")
+                            idd = compare_column(sel, ds, alg, ref_label, "id_acc")
+                            cells.append([alg, format_difference(ood[0]),
+                                          format_difference(idd[0]),
+                                          str(ood[0].n if ood[0] else 0)])
+                            for what, keys in (("no partner in " + ref_label, ood[1]),
+                                               ("no partner in " + alg, ood[2])):
+                                if keys:
+                                    self.emit(_note(self.fmt, f"unpaired, left out: {alg} vs "
+                                                    f"{ref_label} ({method.name}, {ds}): "
+                                                    f"{len(keys)} run(s) with {what}: "
+                                                    + ", ".join(f"trial {t} test env {e}"
+                                                                for t, e in keys[:5])
+                                                    + (" ..." if len(keys) > 5 else "")))
+                        self.table(f"Paired differences to {ref_label}: {title} (ID: "
+                                   f"{self.id_what(ds, method)})",
+                                   ["Algorithm", "OOD acc", "ID acc", "pairs"],
+                                   cells, max([22] + [len(a) + 1 for a in rows]), latex_title=f"Paired differences to "
+                                   f"{ref_label}, {ds}, {method.name}")
+                        for split, where in (("ood", "test domain"), ("id", "training domains")):
+                            if not shown:
+                                break
+                            for chunk in range(0, len(rows), 4):
+                                algs = rows[chunk:chunk + 4]
+                                table_rows = [[f"{m} {arrows[METRICS[m][1]]}"] + [
+                                    format_difference(compare_column(
+                                        sel, ds, a, ref_label, f"{split}_{m}")[0])
+                                    for a in algs] for m in shown]
+                                table_rows = [r for r in table_rows if set(r[1:]) != {"X"}]
+                                if not table_rows:
+                                    continue
+                                self.table(f"Paired differences to {ref_label} in explanation "
+                                           f"metrics, {where}: {title}",
+                                           ["Metric", *algs], table_rows,
+                                           max([22] + [len(a) + 1 for a in algs]),
+                                           latex_title=f"Paired explanation differences to "
+                                           f"{ref_label}, {where}, {ds}, {method.name}")
 
     def render(self) -> str:
         self.domainbed()
         self.id_ood()
         self.explanations()
+        self.comparisons()
         self.single_source()
         if self.fmt == "latex":
             self.emit("\\end{document}\n")
@@ -587,6 +713,57 @@ class Report:
                 if len(f) else []
             frames.append(f.drop(columns=["row", "test_acc"]))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def comparison_rows(idx, dataset: str, algorithms: List[str], reference: str):
+    """[(reference label, algorithms compared to it)]. A plain name is one reference for every
+    other algorithm; `[k=v]` (a `--split_by` value) is, for each algorithm with a variant
+    carrying k=v, that variant as the reference of the algorithm's other variants."""
+    present = [a for a in algorithms if (dataset, a) in idx]
+    if not reference.startswith("["):
+        if reference not in present:
+            return []
+        return [(reference, [a for a in present if a != reference])]
+    want = set(reference.strip("[]").split(","))
+    out = []
+    for base in dict.fromkeys(base_algorithm(a) for a in present):
+        variants = [a for a in present if base_algorithm(a) == base]
+        refs = [a for a in variants
+                if want <= set(a[len(base):].strip("[]").split(","))]
+        if len(refs) == 1:
+            out.append((refs[0], [a for a in variants if a != refs[0]]))
+    return out
+
+
+def compare_column(idx, dataset: str, alg: str, reference: str, column: str):
+    """(PairedDifference or None, keys only alg has, keys only the reference has) of `column`
+    between two algorithms' selected rows, paired by (trial seed, test domain)."""
+    def by_pair(a):
+        return {(r["trial_seed"], r["test_env"]): _num(r.get(column))
+                for r in idx.get((dataset, a), [])}
+    diffs, only_alg, only_ref = pair_up(by_pair(alg), by_pair(reference))
+    return paired_difference(diffs), only_alg, only_ref
+
+
+def check_references(compare_to: Sequence[str], algorithms: Sequence[str]) -> None:
+    """One line for a --compare_to name that names no algorithm (or variant) of the sweep."""
+    for ref in compare_to:
+        if ref.startswith("["):
+            want = set(ref.strip("[]").split(","))
+            if any(want <= set(a[len(base_algorithm(a)):].strip("[]").split(","))
+                   for a in algorithms if "[" in a):
+                continue
+        elif ref in algorithms:
+            continue
+        raise ConfigError(f"--compare_to {ref!r} is not an algorithm of this sweep; known: "
+                          + ", ".join(algorithms) + " (or a variant value [name=value] with "
+                          "--split_by)")
+
+
+def id_split(record: dict, train_envs: Sequence[int]) -> str:
+    """'idtest' when the record has an ID test accuracy for every training domain, else 'out'."""
+    ok = train_envs and all(record.get(f"env{j}_idtest_acc") is not None for j in train_envs)
+    return "idtest" if ok else "out"
 
 
 def _num(x) -> float:
@@ -632,6 +809,13 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(METRICS))
     p.add_argument("--include_incomplete", action="store_true",
                    help="also use runs without a 'done' file")
+    p.add_argument("--compare_to", nargs="+", metavar="ALG", default=[],
+                   help="also print paired differences to these algorithms (same trial seed "
+                        "and test domain) with 95%% Student-t intervals; [name=value] compares "
+                        "each algorithm's --split_by variants to its variant with that value")
+    p.add_argument("--split_by", nargs="+", metavar="HPARAM", default=[],
+                   help="treat the values a grid sweep sets for these hparams as algorithms of "
+                        "their own, e.g. RES[res_target_rescale=false]")
     p.add_argument("--workers", type=int, default=None,
                    help="processes reading results.jsonl files (default: CPU count, max 8)")
     p.add_argument("--no_cache", action="store_true",
@@ -678,11 +862,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         t0 = time.perf_counter()
         sweep = Sweep(args.input_dir, args.include_incomplete, args.workers,
                       use_cache=not args.no_cache, write_cache=not args.no_write)
+        sweep.split_by(args.split_by)
+        if args.compare_to:
+            check_references(args.compare_to,
+                             algorithm_order(sweep.ckpts.meta["algorithm"].tolist()))
         figures = None
         if args.figures:   # gathered before any output, so a bad --figures_vs is one line
             from domainbed_align import figures as figures_module
             figures = figures_module.SweepFigures(
-                sweep, Report(sweep, get_selection_methods(["training_domain"]), None, "text"),
+                sweep, Report(sweep, get_selection_methods(["training_domain"]), None, "text",
+                              args.compare_to),
                 args.figures_vs, args.figures_metric)
     except _ArgumentError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -695,10 +884,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(w, file=sys.stderr)
     # an unchanged sweep asked the same question: the last answer, without selection or layout
     key = report_key(sweep.ckpts_key, fmt, [m.key for m in methods], metrics,
-                     args.include_incomplete, sweep.warnings())
+                     args.include_incomplete, sweep.warnings(), args.compare_to, args.split_by)
     text = None if (args.no_cache or args.csv) else cached_report(args.input_dir, key)
     if text is None:
-        report = Report(sweep, methods, metrics, fmt)
+        report = Report(sweep, methods, metrics, fmt, args.compare_to)
         text = report.render()
         if not args.no_cache and not args.no_write:
             save_report(args.input_dir, key, text)

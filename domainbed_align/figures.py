@@ -409,6 +409,51 @@ def draw_selected(points, x_label: str, y_label: str, title: str, scale: float =
     return fig
 
 
+def forest_points(report, reference: str):
+    """{panel title: [(row label, PairedDifference)]} for one `--compare_to` reference: OOD and
+    ID accuracy of every other algorithm minus the reference, training-domain validation."""
+    from domainbed_align.collect_results import compare_column, comparison_rows
+    idx = report.index[report.methods[0]]
+    panels = {}
+    for col, what in (("ood_acc", "OOD accuracy"), ("id_acc", "ID accuracy")):
+        rows = []
+        for ds in report.datasets:
+            for ref, algs in comparison_rows(idx, ds, report.algorithms, reference):
+                for alg in algs:
+                    diff = compare_column(idx, ds, alg, ref, col)[0]
+                    if diff is not None:
+                        label = alg if len(report.datasets) == 1 else f"{ds}: {alg}"
+                        rows.append((label if reference == ref else f"{label} - {ref}", diff))
+        panels[f"{what} (x100)"] = rows
+    return panels if any(panels.values()) else {}
+
+
+def draw_forest(panels, reference: str, scale: float = 100.0):
+    """One panel per quantity: each algorithm's mean paired difference to the reference with
+    its 95% interval as a horizontal bar; the dotted line is no difference."""
+    n_rows = max(len(rows) for rows in panels.values())
+    fig, axes = _figure(len(panels), width=PANEL_IN, height=max(2.0, 0.35 * n_rows + 1.2))
+    for ax, (title, rows) in zip(axes, panels.items()):
+        for y, (label, d) in enumerate(reversed(rows)):
+            lo = d.low if d.n > 1 else d.mean
+            hi = d.high if d.n > 1 else d.mean
+            colour = {"higher": "#1a7f37", "lower": "#b42318"}.get(d.verdict, "#555555")
+            ax.plot([scale * lo, scale * hi], [y, y], color=colour, lw=2)
+            ax.plot(scale * d.mean, y, "o", color=colour, ms=5)
+        ax.axvline(0, ls=":", color="#888888", lw=0.8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([f"{label} (n={d.n})" for label, d in reversed(rows)],
+                           fontsize=FONT_PT)
+        ax.set_title(title, fontsize=FONT_PT + 1)
+        ax.set_xlabel(f"difference to {reference}", fontsize=FONT_PT)
+        ax.tick_params(labelsize=FONT_PT)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"Paired differences to {reference} (training-domain validation)\n"
+                 "mean and 95% Student-t interval over pairs (same trial seed and test domain)",
+                 fontsize=FONT_PT + 1)
+    return fig
+
+
 def draw_hparam_curves(curves, hparam: str, y_label: str, scale: float = 100.0):
     """One panel per dataset: a line per label over `hparam`; references are dashed lines."""
     n_max = max((len(lines) for lines in curves.values()), default=0)
@@ -516,6 +561,7 @@ class SweepFigures:
         if self.comp_suff is None and not vs:
             self.notes.append("note: comp_vs_suff.png skipped: the records carry no "
                               "comprehensiveness/sufficiency (explain_n 0?)")
+        self.forest = {ref: forest_points(report, ref) for ref in report.compare_to}
         need_records = vs or any("_mask_density_" in k for k in sweep.keys)
         lasts = last_records(sweep) if need_records else {}
         self.vs = {h: hparam_curve_points(list(lasts.values()), h, metric) for h in vs}
@@ -553,6 +599,11 @@ class SweepFigures:
             with atomic_open(text, "w", fsync=False) as f:
                 f.write(hparam_curve_table(curves, hparam, _metric_label(self.metric)))
             paths.append(text)
+        for ref, panels in self.forest.items():
+            if panels:
+                safe = "".join(c if c.isalnum() or c in "-_=" else "_" for c in ref).strip("_")
+                paths.append(save_figure(draw_forest(panels, ref),
+                                         os.path.join(out_dir, f"forest_{safe}.png")))
         if self.density:
             paths.append(save_figure(draw_densities(self.density),
                                      os.path.join(out_dir, "over_training.png")))
