@@ -143,3 +143,17 @@ def test_collector_names_a_domain_folders_columns_from_its_records(tmp_path, cap
     header = out.split("-------- Dataset: DomainFolder, model selection method: training-domain "
                        "validation set\n")[1].splitlines()[0]
     assert rc == 0 and header.split() == ["Algorithm", "cartoons", "x-rays", "Avg"]
+
+
+@pytest.mark.parametrize("name,dataset", [("pacs_align.json", "PACS"), ("officehome_align.json", "OfficeHome")])
+def test_pacs_and_officehome_sweeps_have_the_papers_budget(name, dataset):
+    from domainbed_align import sweep
+    _, cfg, _ = sweep.resolve(["status", "--config", name])
+    jobs = sweep.make_args_list(cfg)
+    assert cfg["algorithms"] == ["ERM", "SGT", "DRE", "GRADIA", "RES", "CARE", "ALIGN"]
+    assert {j["dataset"] for j in jobs} == {dataset} and {j["task"] for j in jobs} == {"domain_generalization"}
+    # leave-one-domain-out: 4 single test domains + 6 pairs, x 20 hparams x 3 trials, per algorithm
+    assert len(jobs) == 7 * (4 + 6) * 20 * 3
+    assert sorted({tuple(j["test_envs"]) for j in jobs}) == [
+        (0,), (0, 1), (0, 2), (0, 3), (1,), (1, 2), (1, 3), (2,), (2, 3), (3,)]
+    assert cfg["mask_dir"] == f"./data/masks/{dataset}" and cfg["gpus_per_job"] == 1
