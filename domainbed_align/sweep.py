@@ -122,7 +122,7 @@ def test_env_lists(n_envs: int, task: str, single_test_envs: bool,
     out = []
     for i in range(n_envs):
         out.append([i])
-        if not single_test_envs:
+        if not single_test_envs and n_envs > 2:  # with two domains a pair leaves none to train on
             out += [[i, j] for j in range(i + 1, n_envs)]
     return out
 

@@ -157,3 +157,10 @@ def test_pacs_and_officehome_sweeps_have_the_papers_budget(name, dataset):
     assert sorted({tuple(j["test_envs"]) for j in jobs}) == [
         (0,), (0, 1), (0, 2), (0, 3), (1,), (1, 2), (1, 3), (2,), (2, 3), (3,)]
     assert cfg["mask_dir"] == f"./data/masks/{dataset}" and cfg["gpus_per_job"] == 1
+
+
+def test_two_domain_folders_get_no_pair_runs():
+    from domainbed_align import sweep
+    # a pair of two domains would leave no training domain (leave-one-domain-out needs three)
+    assert sweep.test_env_lists(2, "domain_generalization", False, None) == [[0], [1]]
+    assert sweep.test_env_lists(3, "domain_generalization", False, None) == [[0], [0, 1], [0, 2], [1], [1, 2], [2]]
