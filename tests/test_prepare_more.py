@@ -192,6 +192,7 @@ def test_check_finds_missing_domain_stray_class_truncated_jpeg_missing_mask(tmp_
                          "--limit", "0")
     kinds = ("missing domain folder", "stray class folder", "unreadable image", "missing mask")
     assert not any(k in out for k in kinds), out      # (the other declared classes are absent)
+    assert "stray file" not in out                   # DomainFolder's domains.json is no stray file
     assert code == (0 if name == "DomainFolder" else 1), out
     # now break it four ways
     shutil.rmtree(root / domains[-1])
