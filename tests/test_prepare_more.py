@@ -35,19 +35,27 @@ SINGLE = {
 }
 
 
+N_IMAGES = {"PACS": 4 * 7 * 2, "OfficeHome": 4 * 65}   # domains x classes x images per class
+
+
+def _single_archive(tmp_path, name):
+    """(the archive written to tmp_path, the data folder to prepare into)."""
+    archive = tmp_path / f"{name}.zip"
+    write_zip(archive, SINGLE[name][1])
+    return archive, tmp_path / "data"
+
+
 @pytest.mark.parametrize("name", SINGLE)
 def test_single_archive_builds_the_exact_layout(tmp_path, capsys, name):
     folder, members, prefix, domains = SINGLE[name]
-    archive = tmp_path / f"{name}.zip"
-    write_zip(archive, members)
-    data = tmp_path / "data"
+    archive, data = _single_archive(tmp_path, name)
     counts = expected_counts(members, domains)
     code, out, err = run(capsys, prepare, "--dataset", name, "--data_dir", data, "--archive", archive,
                          "--expected_counts", json.dumps(counts))
     assert code == 0, err
     # every image byte-identical under <folder>/<Domain>/<class>/; junk and index files left out
     assert tree(data / folder) == without_prefix(members, prefix)
-    n = {"PACS": 4 * 7 * 2, "OfficeHome": 4 * 65}[name]
+    n = N_IMAGES[name]
     assert counts["total"] == n
     manifest = json.loads((data / folder / ".prepare.json").read_text())
     assert manifest["total"] == n and manifest["build"]["skipped_files"] == len(members) - n
@@ -59,18 +67,14 @@ def test_single_archive_builds_the_exact_layout(tmp_path, capsys, name):
 
 @pytest.mark.parametrize("name", SINGLE)
 def test_published_counts_are_enforced_and_nothing_is_left_half_written(tmp_path, capsys, name):
-    folder, members, _, _ = SINGLE[name]
-    archive = tmp_path / f"{name}.zip"
-    write_zip(archive, members)
-    data = tmp_path / "data"
+    archive, data = _single_archive(tmp_path, name)
     code, _, err = run(capsys, prepare, "--dataset", name, "--data_dir", data, "--archive", archive)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ")
     total = check.get_layout(name).expected["total"]
-    n = {"PACS": 4 * 7 * 2, "OfficeHome": 4 * 65}[name]
-    assert f"image count differs: total {n}, expected {total:,}" in lines[0]
+    assert f"image count differs: total {N_IMAGES[name]}, expected {total:,}" in lines[0]
     assert "nothing was put in place" in lines[0]
-    assert_nothing_in_place(data, folder)
+    assert_nothing_in_place(data, SINGLE[name][0])
 
 
 @pytest.mark.parametrize("name,other", [("PACS", "OfficeHome"), ("OfficeHome", "PACS"),
