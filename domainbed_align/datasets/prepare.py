@@ -272,7 +272,7 @@ def read_duplicates(path: str) -> Set[str]:
                         f"domain_net_duplicates.txt again") from None
     paths = {line for line in lines if line}
     domains = set(get_layout("DomainNet").domains)
-    bad = [p for p in paths if p.split("/")[0] not in domains or p.count("/") != 2]
+    bad = sorted(p for p in paths if p.split("/")[0] not in domains or p.count("/") != 2)
     if bad:
         raise DataError(f"{path} is not DomainNet's duplicate list: {len(bad)} line(s) are not "
                         f"<domain>/<class>/<image> (first: {bad[0]!r})")
