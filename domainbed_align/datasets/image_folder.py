@@ -84,12 +84,6 @@ class DomainIndex:
         return self.names.nbytes + self.labels.nbytes
 
 
-def list_images(domain_dir: str, classes: Sequence[str]):
-    """Sorted (path, label) pairs of one domain folder (a list: for small folders and tests)."""
-    index = DomainIndex.scan(domain_dir, classes)
-    return [(index.path(i), int(index.labels[i])) for i in range(len(index))]
-
-
 class ImageFolderDomain(Dataset):
     """One domain's images (and masks), decoded lazily; `eval_view()` drops augmentation.
 
@@ -192,9 +186,9 @@ class ImageFolderDataset(MultipleDomainDataset):
         if declared is None:
             classes = sorted({c for cs in per_domain.values() for c in cs})
         else:
-            classes = sorted(declared)
+            classes, known = sorted(declared), set(declared)
             for d, cs in per_domain.items():
-                extra = [c for c in cs if c not in classes]
+                extra = [c for c in cs if c not in known]
                 if extra:
                     raise DataError(f"{os.path.join(base, d)} holds class folder(s) {name} does not "
                                     f"have: {', '.join(extra[:5])}; move them away (`python -m "
