@@ -18,7 +18,7 @@ from domainbed_align import collect_results, sweep
 from domainbed_align.datasets import get_dataset_class
 from domainbed_align.datasets import masks as masks_cli
 
-pytestmark = pytest.mark.slow  # trains: ~10-25 s each on two busy cores
+pytestmark = pytest.mark.slow  # trains: 11-34 s each on 2 cores at load ~11 (3 min at load ~20)
 
 SELECTIONS = (("iid", "training-domain validation set"),
               ("loo", "leave-one-domain-out cross-validation"),
