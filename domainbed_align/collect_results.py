@@ -313,9 +313,16 @@ def dataset_order(names: Sequence[str]) -> List[str]:
     return [d for d in known if d in names] + sorted(n for n in names if n not in known)
 
 
-def environment_names(dataset: str, n_envs: int) -> List[str]:
+def environment_names(dataset: str, n_envs: int, sweep: Optional["Sweep"] = None) -> List[str]:
+    """Column names: the catalog's, upstream's, else those the runs recorded (`domain_names`,
+    written by our trainer: DomainFolder's come from the data folder), else env0, env1, ..."""
     envs = catalog.DATASET_ENVIRONMENTS.get(dataset) or \
         UPSTREAM_DATASET_ENVIRONMENTS.get(dataset)
+    if envs is None and sweep is not None:
+        rows = np.flatnonzero(sweep.ckpts.meta["dataset"].to_numpy() == dataset)[:1]
+        names = next(iter(sweep.records_at(rows).values()), {}).get("domain_names")
+        if isinstance(names, list) and len(names) == n_envs and all(isinstance(n, str) for n in names):
+            envs = names
     if envs is not None:
         return list(envs)
     return [f"env{i}" for i in range(n_envs)]
@@ -485,7 +492,7 @@ class Report:
             elif self.fmt == "markdown":
                 self.emit(f"\n## Model selection: {method.name}\n")
             for ds in self.datasets:
-                envs = environment_names(ds, self.n_envs[ds])
+                envs = environment_names(ds, self.n_envs[ds], self.sweep)
                 rows = _cells_by_env(sel, "test_acc", ds, self.algorithms, "test_env",
                                      len(envs), self.fmt)
                 self.table(f"Dataset: {ds}, model selection method: {method.name}",
@@ -512,7 +519,7 @@ class Report:
         for method in self.methods:
             sel = self.index[method]
             for ds in self.datasets:
-                envs = environment_names(ds, self.n_envs[ds])
+                envs = environment_names(ds, self.n_envs[ds], self.sweep)
                 for col, what in (("ood_acc", "OOD test-domain accuracy"),
                                   ("id_acc", "ID training-domain accuracy on "
                                    + self.id_what(ds, method))):
@@ -589,7 +596,7 @@ class Report:
 
             for ds in dsets:
                 ne = self.n_envs[ds]
-                envs = environment_names(ds, ne)
+                envs = environment_names(ds, ne, self.sweep)
                 sub_idx = np.flatnonzero(sel["dataset"].to_numpy() == ds)
                 for alg in algs:
                     rows = []
