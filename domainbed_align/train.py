@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from domainbed_align import hparams_registry
+from domainbed_align import catalog, hparams_registry
 from domainbed_align.algorithms import get_algorithm_class
 from domainbed_align.datasets import get_dataset_class
 from domainbed_align.datasets.masks import require_masks
@@ -366,7 +366,10 @@ class Trainer:
                     record.update({k: float(np.mean(v)) for k, v in checkpoint_vals.items()})
                     record.update(self._evaluate())
                     record["mem_gb"] = _mem_gb()
-                    record["domain_names"] = self.domain_names  # table columns (DomainFolder's)
+                    if c.dataset not in catalog.DATASET_ENVIRONMENTS:
+                        # a dataset whose domains are its folders (DomainFolder): the table
+                        # columns travel with the records; the others' records stay upstream's
+                        record["domain_names"] = self.domain_names
                     record.update({"hparams": self.hparams, "args": c.record_args()})
                     records.append(record)
                     checkpoint_vals = collections.defaultdict(list)
