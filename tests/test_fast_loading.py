@@ -5,11 +5,10 @@ import os
 import numpy as np
 import pytest
 
-from domainbed_align.datasets import loaders
+from domainbed_align.datasets import loaders, prepare
 from domainbed_align.datasets.image_folder import ImageFolderDomain
 from domainbed_align.datasets.resize import resize_dataset, resize_image, resized_size
 from domainbed_align.lib.errors import DataError
-from conftest import run_module
 
 
 def _jpeg(path, size, seed=0):
@@ -79,7 +78,7 @@ def test_resize_dataset_builds_a_copy_with_its_manifest(tmp_path):
     assert not os.path.exists(tmp_path / "small" / ".terra_incognita.partial")
 
 
-def test_resize_refusals(tmp_path):
+def test_resize_refusals(tmp_path, capsys):
     _prepared(tmp_path / "full", n=1)
     with pytest.raises(DataError, match="below the 224 px"):
         resize_dataset("TerraIncognita", str(tmp_path / "full"), str(tmp_path / "s"), 128)
@@ -87,16 +86,16 @@ def test_resize_refusals(tmp_path):
         resize_dataset("TerraIncognita", str(tmp_path / "full"), str(tmp_path / "full"), 256)
     with pytest.raises(DataError, match="prepare VLCS there first"):
         resize_dataset("VLCS", str(tmp_path / "full"), str(tmp_path / "s"), 256)
-    proc = run_module("domainbed_align.datasets.prepare", "--dataset", "TerraIncognita",
-                      "--data_dir", tmp_path / "s", "--resize", "256", check=False)
-    assert proc.returncode == 2 and "--resize N and --from_dir D go together" in proc.stderr
+    with pytest.raises(SystemExit) as e:
+        prepare.main(["--dataset", "TerraIncognita", "--data_dir", str(tmp_path / "s"), "--resize", "256"])
+    assert e.value.code == 2 and "--resize N and --from_dir D go together" in capsys.readouterr().err
 
 
-def test_prepare_cli_makes_the_resized_copy(tmp_path):
+def test_prepare_cli_makes_the_resized_copy(tmp_path, capsys):
     _prepared(tmp_path / "full", n=1)
-    proc = run_module("domainbed_align.datasets.prepare", "--dataset", "TerraIncognita",
-                      "--from_dir", tmp_path / "full", "--data_dir", tmp_path / "r", "--resize", "256")
-    assert "4 of 4 images resized to shorter side 256 px" in proc.stdout
+    assert prepare.main(["--dataset", "TerraIncognita", "--from_dir", str(tmp_path / "full"),
+                         "--data_dir", str(tmp_path / "r"), "--resize", "256"]) == 0
+    assert "4 of 4 images resized to shorter side 256 px" in capsys.readouterr().out
     assert (tmp_path / "r" / "terra_incognita" / "location_46" / "bobcat" / "0.jpg").exists()
 
 
