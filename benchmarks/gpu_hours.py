@@ -48,6 +48,10 @@ def sweep_hours(config: str, costs: dict) -> dict:
     """(dataset, algorithm, task) -> (jobs, GPU hours)."""
     _, cfg, _ = sweep.resolve(["status", "--config", config])
     out = defaultdict(lambda: [0, 0.0])
+    missing = sorted(set(cfg["algorithms"]) - set(costs))
+    if missing:
+        sys.exit(f"error: the step-cost table has no {', '.join(missing)}; run "
+                 f"benchmarks/step_cost.py --resnet with every algorithm of {config}")
     for args in sweep.make_args_list(cfg):
         n_envs = len(catalog.DATASET_ENVIRONMENTS[args["dataset"]])
         n_train = n_envs - len(args["test_envs"])

@@ -102,6 +102,7 @@ def main(argv=None):
     p.add_argument("--small_batch", type=int, default=64, help="per domain, 28 px")
     p.add_argument("--resnet_batch", type=int, default=4, help="per domain, 224 px")
     p.add_argument("--resnet", action="store_true", help="also ResNet-50 at 224 px")
+    p.add_argument("--resnet_size", type=int, default=224, help=argparse.SUPPRESS)  # CPU smoke runs
     p.add_argument("--skip_resnet", action="store_true", help=argparse.SUPPRESS)  # old flag: default now
     p.add_argument("--algorithms", nargs="+", default=ALGORITHMS)
     p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS,
@@ -112,7 +113,8 @@ def main(argv=None):
     prec = {"precision": args.precision}
     settings = [("small CNN 28px", "SpuriousDigits", (3, 28, 28), 10, args.small_batch, prec)]
     if args.resnet and not args.skip_resnet:
-        settings.append(("ResNet-50 224px", "VLCS", (3, 224, 224), 5, args.resnet_batch,
+        size = args.resnet_size
+        settings.append((f"ResNet-50 {size}px", "VLCS", (3, size, size), 5, args.resnet_batch,
                          {"pretrained": False, **prec}))
     cuda = args.device.startswith("cuda")
     print(f"device: {args.device} ({torch.cuda.get_device_name() if cuda else torch.get_num_threads()}"

@@ -91,8 +91,9 @@ def test_resize_refusals(tmp_path, capsys):
     assert e.value.code == 2 and "--resize N and --from_dir D go together" in capsys.readouterr().err
 
 
-def test_prepare_cli_makes_the_resized_copy(tmp_path, capsys):
+def test_prepare_cli_makes_the_resized_copy(tmp_path, capsys, monkeypatch):
     _prepared(tmp_path / "full", n=1)
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # in-process: no worker pool inside pytest
     assert prepare.main(["--dataset", "TerraIncognita", "--from_dir", str(tmp_path / "full"),
                          "--data_dir", str(tmp_path / "r"), "--resize", "256"]) == 0
     assert "4 of 4 images resized to shorter side 256 px" in capsys.readouterr().out
@@ -106,3 +107,11 @@ def test_loader_workers_share_the_usable_cores():
     assert loaders.loader_workers(0, cores=4) == 3
     assert loaders.usable_cores() == len(os.sched_getaffinity(0))
 
+
+
+def test_a_failed_resize_leaves_no_folder_that_looks_complete(tmp_path):
+    base = _prepared(tmp_path / "full", n=1)
+    (base / "location_38" / "bobcat" / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"cannot read image .*bad\.jpg"):
+        resize_dataset("TerraIncognita", str(tmp_path / "full"), str(tmp_path / "s"), 256, workers=1)
+    assert sorted(os.listdir(tmp_path / "s")) == []  # neither the copy nor its .partial

@@ -67,3 +67,12 @@ def test_two_cost_tables_give_each_total_and_its_share_of_the_first(tmp_path, ca
     out = capsys.readouterr().out
     assert f"GPU hours, 100% of {fp32}" in out and f"GPU hours, 50% of {fp32}" in out
     assert out.count("all sweeps:") == 2
+
+
+def test_a_table_without_an_algorithm_of_the_sweep_is_one_clear_error(tmp_path):
+    gh = _module()
+    cfg = tmp_path / "s.json"
+    cfg.write_text(json.dumps({"datasets": ["VLCS"], "algorithms": ["ERM", "SGT", "DRE"],
+                               "n_hparams": 1, "n_trials": 1, "output_dir": str(tmp_path / "o")}))
+    with pytest.raises(SystemExit, match="table has no DRE, SGT; run benchmarks/step_cost.py"):
+        gh.sweep_hours(str(cfg), {"ERM": 36.0})

@@ -11,6 +11,7 @@ start from are fewer (README, "Mixed precision and data loading", says where tha
 Built in `<data_dir>/.<folder>.partial` and renamed when complete; `.prepare.json` is the
 source's, plus a `resize` entry.
 """
+import contextlib
 import datetime
 import json
 import os
@@ -68,6 +69,32 @@ def list_tree(root: str) -> List[str]:
     return found
 
 
+@contextlib.contextmanager
+def _building(tmp: str, target: str):
+    """A fresh `tmp` folder to fill; renamed to `target` if the block ends cleanly, else removed
+    (so a killed or failed run never leaves a folder that looks complete)."""
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
+    os.makedirs(tmp)
+    try:
+        yield tmp
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _source_manifest(src: str) -> dict:
+    path = os.path.join(src, MANIFEST)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def resize_dataset(dataset: str, from_dir: str, data_dir: str, shorter: int,
                    workers: Optional[int] = None) -> str:
     """Make `<data_dir>/<folder>` from the prepared `<from_dir>/<folder>`; returns its path."""
@@ -86,28 +113,18 @@ def resize_dataset(dataset: str, from_dir: str, data_dir: str, shorter: int,
     files = list_tree(src)
     if not files:
         raise DataError(f"{src} holds no images")
-    tmp = os.path.join(data_dir, f".{folder}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run
-    os.makedirs(tmp)
-    try:
+    with _building(os.path.join(data_dir, f".{folder}.partial"), target) as tmp:
         jobs = [(os.path.join(src, f), os.path.join(tmp, f), shorter) for f in files]
-        with Pool(workers or os.cpu_count() or 1) as pool:
-            resized = sum(tqdm(pool.imap(_job, jobs, chunksize=16), total=len(jobs),
-                               desc=f"resizing {dataset} to {shorter} px", mininterval=5))
-        manifest = {}
-        if os.path.exists(os.path.join(src, MANIFEST)):
-            with open(os.path.join(src, MANIFEST)) as f:
-                manifest = json.load(f)
+        workers = workers or os.cpu_count() or 1
+        with Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            done = pool.imap(_job, jobs, chunksize=16) if pool else map(_job, jobs)
+            resized = sum(tqdm(done, total=len(jobs), desc=f"resizing {dataset} to {shorter} px",
+                               mininterval=5))
+        manifest = _source_manifest(src)
         manifest["resize"] = {"shorter_side": shorter, "from": os.path.abspath(src),
                               "resized": resized, "copied": len(files) - resized,
-                              "jpeg_quality": JPEG_QUALITY,
-                              "made_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                                  timespec="seconds")}
+                              "jpeg_quality": JPEG_QUALITY, "made_at": _now()}
         atomic_write_text(os.path.join(tmp, MANIFEST), json.dumps(manifest, indent=1) + "\n")
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"resized copy {target}: {resized:,} of {len(files):,} images resized to shorter side "
           f"{shorter} px, the rest copied")
     return target
