@@ -27,7 +27,7 @@ if [ "${SMOKE:-0}" = 1 ]; then   # toy sizes: every piece runs, nothing is measu
   cost_args=(--repeats 1 --rounds 1 --small_batch 4 --resnet_batch 1 --resnet_size 64 --algorithms ERM ALIGN)
   loader_args=(--n 4 --kinds "VLCS 227x227" "Terra 1024x747 --resize 256" --pipeline_steps 2)
   steps=2; seeds="0"; per_class=2
-  hp='"pretrained": false, "resnet18": true, "batch_size": 2, "explain_n": 4'
+  hp='"pretrained": false, "resnet18": true, "batch_size": 2, "explain_n": 1'
   hp_align='"align_warmup_steps": 1, "align_masker_warmup_steps": 0, "align_l3_ramp_steps": 1'
 else
   cost_args=(--repeats 5 --rounds 2 --resnet_batch 32)

@@ -23,6 +23,7 @@ def test_resized_size_keeps_the_aspect_and_never_enlarges():
     assert resized_size(747, 1024, 256) == (256, 351)    # portrait: the width is the shorter side
     assert resized_size(227, 227, 256) == (227, 227)     # VLCS-sized: left alone
     assert resized_size(300, 256, 256) == (300, 256)     # exactly N: left alone
+    assert resized_size(400, 200, 256) == (400, 200)     # wide, short: never enlarged
 
 
 def test_resize_image_writes_smaller_files_and_copies_small_ones(tmp_path):
