@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # GPU figures in one run (issue 23: float32 vs bf16). From the repository root on a GPU machine:
-#   bash benchmarks/gpu_check.sh            -> ${OUT:-out/gpu}/*.txt, about 8 minutes on one H200
+#   bash benchmarks/gpu_check.sh            -> ${OUT:-out/gpu}/*.txt, ~8 minutes on one H200 (an estimate)
 #   SMOKE=1 bash benchmarks/gpu_check.sh    -> the same pieces at toy sizes (CPU, minutes)
 # Every piece writes its own file as soon as it ends, so a run cut short keeps what it finished;
-# PARTS=34 reruns pieces 3 and 4 only (2 needs 1's files in $OUT).
+# PARTS=34 reruns pieces 3 and 4 only (2 needs 1's files in $OUT). Where one command may run
+# at most 10 minutes (the lent machines), run PARTS=123 (~4 min) and PARTS=4 (~6 min) apart.
 #  1. step_cost_{fp32,bf16}.txt: benchmarks/step_cost.py --resnet per precision (ResNet-50,
 #     3 x 32 images; bf16 = autocast + channels-last + cudnn.benchmark). Expected: a bf16 ms
 #     column well below fp32's for every algorithm (ResNet-50 on H100/H200 runs ~2-3x faster in
