@@ -66,6 +66,9 @@ def _hparams(algorithm: str, dataset: str, random_seed: int) -> Dict[str, Tuple[
     hparam("pretrained", True, lambda r: True)
     # Width of the small CNN used on 28x28 datasets (channels of its last stage).
     hparam("cnn_width", 32, lambda r: 32)
+    # Training arithmetic: "fp32", or "bf16" (autocast, channels-last ResNets; lib/precision.py).
+    # Never drawn: a precision is a choice of hardware use, not a hyperparameter to search.
+    hparam("precision", "fp32", lambda r: "fp32")
     if small:
         hparam("lr", 1e-3, lambda r: 10 ** r.uniform(-4.5, -2.5))
         hparam("weight_decay", 0.0, lambda r: 0.0)

@@ -26,9 +26,10 @@ from domainbed_align import catalog, hparams_registry
 from domainbed_align.algorithms import get_algorithm_class
 from domainbed_align.datasets import get_dataset_class
 from domainbed_align.datasets.masks import require_masks
-from domainbed_align.datasets.loaders import train_batches
+from domainbed_align.datasets.loaders import loader_workers, train_batches
 from domainbed_align.datasets.splits import domain_splits, split_indices  # noqa: F401
 from domainbed_align.evaluation import evaluate_split, explain_subsample
+from domainbed_align.lib import precision
 from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError, TrainingError
 from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line
 
@@ -219,9 +220,8 @@ class Trainer:
         random.seed(c.seed)
         np.random.seed(c.seed)
         torch.manual_seed(c.seed)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        precision.configure_backends(hparams["precision"], self.device)  # cuDNN per precision
 
         kwargs = {"mask_dir": c.mask_dir} if c.mask_dir else {}
         if c.mask_dir and not hasattr(dataset_cls, "DOMAIN_DIRS"):
@@ -337,11 +337,12 @@ class Trainer:
             print(f"resuming at step {start_step} from {CHECKPOINT_FILE}")
 
         needs_masks = self.algorithm.NEEDS_MASKS
-        loaders_workers = min(self.dataset.N_WORKERS, os.cpu_count() or 1)
+        loaders_workers = loader_workers(len(self.train_envs))
         stream = train_batches([self.dataset[i] for i in self.train_envs],
                                [self.splits[i]["in"] for i in self.train_envs],
                                self.hparams["batch_size"], c.seed, start_step, loaders_workers,
-                               class_balanced=self.hparams["class_balanced"])
+                               class_balanced=self.hparams["class_balanced"],
+                               pin_memory=self.device == "cuda")
         self.algorithm.train()
         from tqdm import tqdm
         bar = tqdm(range(start_step, self.n_steps), initial=start_step, total=self.n_steps,
@@ -349,8 +350,10 @@ class Trainer:
         try:
             for step in bar:
                 t0 = time.time()
-                batches = [tuple(t.to(self.device) for t in (b if needs_masks else b[:2])) for b in next(stream)]
-                step_vals = self.algorithm.update(batches)
+                batches = [tuple(t.to(self.device, non_blocking=True) for t in (b if needs_masks else b[:2]))
+                           for b in next(stream)]
+                with precision.autocast(self.hparams["precision"], self.device):
+                    step_vals = self.algorithm.update(batches)
                 checkpoint_vals["step_time"].append(time.time() - t0)
                 for key, val in step_vals.items():
                     if not math.isfinite(val):

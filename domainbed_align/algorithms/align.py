@@ -27,6 +27,7 @@ from domainbed_align.algorithms import register_algorithm
 from domainbed_align.algorithms.base import Algorithm, concat_batches
 from domainbed_align.algorithms.dre import dre_regulariser
 from domainbed_align.explain.gradcam import grad_cam, normalize_cam
+from domainbed_align.lib import precision
 
 BCE_EPS = 1e-6
 TARGET_POOLS = ("avg", "max", "norm")
@@ -69,11 +70,12 @@ def _descend(optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: to
     """One step on `module`'s trainable parameters only: gradients come from autograd.grad, so
     nothing leaks into the frozen module's .grad (a known pitfall of .backward())."""
     params = [q for q in module.parameters() if q.requires_grad]
-    grads = torch.autograd.grad(loss, params)
-    optimizer.zero_grad(set_to_none=True)
-    for q, g in zip(params, grads):
-        q.grad = g
-    optimizer.step()
+    with precision.no_autocast(loss.device):  # float32 optimiser (lib/precision.py)
+        grads = torch.autograd.grad(loss, params)
+        optimizer.zero_grad(set_to_none=True)
+        for q, g in zip(params, grads):
+            q.grad = g
+        optimizer.step()
 
 
 @register_algorithm
@@ -103,7 +105,7 @@ class ALIGN(Algorithm):
     def masker_step(self, x, y) -> Dict[str, float]:
         hp = self.hparams
         with frozen(self.network):
-            m = self.masker(x)                                     # (B, 1, H, W) in [0, 1]
+            m = self.masker(x).float()                             # (B, 1, H, W) in [0, 1]
             probs = self.network(self._kept_and_removed(x, m)).softmax(dim=1)  # one forward
             p = probs.gather(1, torch.cat([y, y]).view(-1, 1)).view(2, -1)   # (2, B)
             dist = F.mse_loss(p[0] - p[1], torch.ones_like(p[0]))
@@ -139,13 +141,14 @@ class ALIGN(Algorithm):
         """BCE(clamp(norm(cam)), pool(M(x))) (`align_loss` l1: mean |norm(cam) - pool(M(x))|):
         cam (B, h, w) ReLU'd; the mask is a constant."""
         with torch.no_grad(), frozen(self.masker):
-            target = pool_mask(self.masker(x), cam.shape[-2:], self.hparams["align_target_pool"])
+            target = pool_mask(self.masker(x).float(), cam.shape[-2:], self.hparams["align_target_pool"])
         g = normalize_cam(cam, rel_eps=self.hparams["cam_rel_eps"])
         if self.hparams["align_loss"] == "l1":
             return (g - target).abs().mean()
         if self.hparams["align_loss"] != "bce":
             raise ValueError(f"align_loss must be bce or l1, got {self.hparams['align_loss']!r}")
-        return F.binary_cross_entropy(g.clamp(BCE_EPS, 1 - BCE_EPS), target)
+        with precision.no_autocast(x.device):  # CUDA autocast refuses binary_cross_entropy
+            return F.binary_cross_entropy(g.clamp(BCE_EPS, 1 - BCE_EPS), target)
 
     def align_weight(self, t: int) -> float:
         """Weight of the alignment term at step t (0 before the masker has warmed up)."""
