@@ -30,7 +30,7 @@ def irm_penalty(logits, y, domains):
         le, ye = logits[domains == e], y[domains == e]  # (n_e, K), (n_e,)
         if len(ye) < 2:
             continue
-        scale = torch.ones((), device=logits.device, requires_grad=True)
+        scale = torch.ones((), dtype=logits.dtype, device=logits.device, requires_grad=True)
         g1, = torch.autograd.grad(F.cross_entropy(le[0::2] * scale, ye[0::2]), scale, create_graph=True)
         g2, = torch.autograd.grad(F.cross_entropy(le[1::2] * scale, ye[1::2]), scale, create_graph=True)
         terms.append(g1 * g2)
