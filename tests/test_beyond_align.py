@@ -194,22 +194,28 @@ def _sweep_file(name):
     return raw, dict(sweep.DEFAULTS, **{k: v for k, v in cfg.items() if k in sweep.DEFAULTS})
 
 
-def test_beyond_align_sweep_has_aligns_budget_and_says_its_size():
-    raw, cfg = _sweep_file("digits_beyond_align.json")
+CELLS = {"patch95": ("patch", 0.95), "patch80": ("patch", 0.8),
+         "background95": ("background", 0.95), "background80": ("background", 0.8)}
+
+
+@pytest.mark.parametrize("tag", CELLS)
+def test_beyond_align_sweeps_have_aligns_budget_one_cell_each_and_say_their_size(tag):
+    raw, cfg = _sweep_file(f"digits_beyond_align_{tag}.json")
     assert cfg["algorithms"] == ["ALIGN", *NEW] and cfg["test_envs"] == [3]
     assert raw["idtest_fraction"] == 0.2
     assert (cfg["steps"], cfg["n_hparams_from"], cfg["n_hparams"]) == (800, 0, 5) and cfg["n_trials"] >= 10
-    assert json.loads(cfg["hparams"]) == {"batch_size": 16, "explain_n": 32}
+    cue, agreement = CELLS[tag]
+    assert json.loads(cfg["hparams"]) == {"batch_size": 16, "explain_n": 32, "digits_cue": cue,
+                                          "cue_agreement": agreement}
+    assert cfg["output_dir"] == f"results/sweeps/digits_beyond_align_{tag}"  # a folder per cell
     main = json.load(open(os.path.join(sweep.SWEEPS_DIR, "digits_main.json")))
     for name in cfg["algorithms"]:  # ALIGN's schedule for all three, as in the main sweep
         assert cfg["algorithm_hparams"][name] == main["algorithm_hparams"]["ALIGN"]
     jobs = sweep.make_args_list(cfg)
-    cells = {(json.loads(j["hparams"])["digits_cue"], json.loads(j["hparams"])["cue_agreement"]) for j in jobs}
-    assert cells == {("patch", 0.8), ("patch", 0.95), ("background", 0.8), ("background", 0.95)}
-    assert len(jobs) == 3 * 4 * 5 * cfg["n_trials"]
-    assert f"{len(jobs)} runs" in raw["_comment"]
-    # pairs: every ALIGN run has its partner in each new objective (same trial, cell, hparams seed)
-    by_alg = {a: {(j["trial_seed"], j["hparams_seed"], json.loads(j["hparams"])["digits_cue"],
-                   json.loads(j["hparams"])["cue_agreement"]) for j in jobs if j["algorithm"] == a}
+    assert all(json.loads(j["hparams"])["cue_agreement"] == agreement for j in jobs)
+    assert len(jobs) == 3 * 5 * cfg["n_trials"]
+    assert f"= {len(jobs)} runs" in raw["_comment"]
+    # pairs: every ALIGN run has its partner in each new objective (same trial, hparams seed)
+    by_alg = {a: {(j["trial_seed"], j["hparams_seed"]) for j in jobs if j["algorithm"] == a}
               for a in cfg["algorithms"]}
     assert by_alg["ALIGN"] == by_alg["ALIGN_VREx"] == by_alg["ALIGN_IRM"]
