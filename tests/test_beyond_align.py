@@ -127,8 +127,8 @@ def test_masker_loss_is_aligns_plus_the_weighted_term(monkeypatch, name, weight,
     align_loss = dist + 0.3 * 0.4 + 0.7 * 0.5 * (0.8 / 27)
     term = penalty(kept.detach(), y, d)
     assert abs(float(term.detach())) > 1e-4  # the check below would not see the term otherwise
-    assert float(capture.losses[0].detach()) == pytest.approx(float(align_loss + 2.5 * term), rel=1e-5)
-    assert vals[get_algorithm_class(name).PENALTY] == pytest.approx(float(term), rel=1e-5)
+    assert float(capture.losses[0].detach()) == pytest.approx(float((align_loss + 2.5 * term).detach()), rel=1e-5)
+    assert vals[get_algorithm_class(name).PENALTY] == pytest.approx(float(term.detach()), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", NEW)
