@@ -219,3 +219,23 @@ def test_beyond_align_sweeps_have_aligns_budget_one_cell_each_and_say_their_size
     by_alg = {a: {(j["trial_seed"], j["hparams_seed"]) for j in jobs if j["algorithm"] == a}
               for a in cfg["algorithms"]}
     assert by_alg["ALIGN"] == by_alg["ALIGN_VREx"] == by_alg["ALIGN_IRM"]
+
+
+def test_sweep_command_launches_them_like_any_algorithm(tmp_path, capsys):
+    """`sweep launch` with the new names and the patch95 cell's flags (dummy launcher: the
+    registries and hparam checks run, nothing trains); every job's hparams are valid."""
+    _, cfg = _sweep_file("digits_beyond_align_patch95.json")
+    argv = ["launch", "--datasets", "SpuriousDigits", "--algorithms", "ALIGN", *NEW,
+            "--test_envs", "3", "--n_trials", "2", "--n_hparams", "2", "--steps", "800",
+            "--hparams", cfg["hparams"], "--algorithm_hparams", json.dumps(cfg["algorithm_hparams"]),
+            "--output_dir", str(tmp_path / "out"), "--command_launcher", "dummy", "--skip_confirmation"]
+    capsys.readouterr()
+    assert sweep.main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert sum(line.startswith("Dummy launcher:") for line in out.splitlines()) == 3 * 2 * 2
+    for name in NEW:
+        assert f"--algorithm {name}" in out
+    for job in sweep.make_args_list(cfg):  # all 150 jobs of the committed cell resolve their hparams
+        hp = hparams_registry.run_hparams(job["algorithm"], job["dataset"], job["hparams_seed"],
+                                          job["trial_seed"], json.loads(job["hparams"]))
+        assert (hp["digits_cue"], hp["cue_agreement"], hp["align_warmup_steps"]) == ("patch", 0.95, 400)
