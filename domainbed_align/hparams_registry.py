@@ -272,3 +272,36 @@ def _haics(hparam, dataset):
 def _actdiff(hparam, dataset):
     # 1.0 let the features collapse (300 steps on SpuriousDigits: chance accuracy); 0.1 did not.
     hparam("actdiff_lambda", 0.1, lambda r: 10 ** r.uniform(-2, 0))
+
+
+# ----------------------------------------------------------------------------- beyond ALIGN
+# Domain-aware maskers (algorithms/align_vrex.py, align_irm.py): ALIGN's block with one masker
+# weight added. To keep the random search the same size as ALIGN's (the same number of drawn
+# hparams), the new weight's draw replaces that of ALIGN's smoothness weight align_l2, which is
+# held at its default: TV shapes the mask's edges, not which evidence it keeps. Every other
+# draw uses ALIGN's per-name stream, so a hparams seed draws the same l1, l3, l4, schedule and
+# lr for ALIGN and for these (their paired runs differ in l2 and the new weight only).
+def _align_with_penalty(hparam, dataset, name, default, log10_range):
+    def align_hparam(key, key_default, random_fn):
+        hparam(key, key_default, (lambda r: key_default) if key == "align_l2" else random_fn)
+    _align(align_hparam, dataset)
+    low, high = log10_range
+    hparam(name, default, lambda r: 10 ** r.uniform(low, high))
+
+
+@algorithm_hparams("ALIGN_VREx")
+def _align_vrex(hparam, dataset):
+    # Weight of Var_e of the kept part's per-domain CE in the masker's loss.
+    _align_with_penalty(hparam, dataset, "align_vrex_lambda", ALIGN_VREX_LAMBDA, (0, 2))
+
+
+@algorithm_hparams("ALIGN_IRM")
+def _align_irm(hparam, dataset):
+    # Weight of IRMv1 on the kept part's prediction in the masker's loss.
+    _align_with_penalty(hparam, dataset, "align_irm_lambda", ALIGN_IRM_LAMBDA, (0, 2))
+
+
+# Defaults from the README's masker probe (one seed, patch at agreement 0.95): V-REx at 10 put
+# the mask's density on the patch below the strokes' with the mask still faithful; IRMv1 at 10
+# did not, at 100 only by making the mask unfaithful. 10 for both; the draws span [1, 100].
+ALIGN_VREX_LAMBDA, ALIGN_IRM_LAMBDA = 10.0, 10.0

@@ -35,5 +35,6 @@ def get_algorithm_class(name: str) -> Type:
 
 from domainbed_align.algorithms.base import Algorithm, ERM  # noqa: E402,F401  (registers)
 from domainbed_align.algorithms import align, dre  # noqa: E402,F401
+from domainbed_align.algorithms import align_vrex, align_irm  # noqa: E402,F401
 from domainbed_align.algorithms import (sgt, gradia, res, care, input_gradient,  # noqa: E402,F401
                                         haics, actdiff)

@@ -102,18 +102,36 @@ class ALIGN(Algorithm):
         xm = x * m  # fill 0 in normalised space: the normalisation mean (a grey)
         return torch.cat([xm, x - xm])
 
-    def masker_step(self, x, y) -> Dict[str, float]:
+    # A subclass adds `WEIGHT * masker_penalty(...)` to L_mask and reports it under PENALTY
+    # (align_vrex.py, align_irm.py); ALIGN itself adds nothing.
+    PENALTY, WEIGHT = None, None
+
+    def masker_penalty(self, kept_logits, y, domains):
+        """Extra masker term from the kept part's logits (B, K), labels (B,) and training-domain
+        index (B,) of each sample; only called when PENALTY is set."""
+        raise NotImplementedError
+
+    def masker_step(self, x, y, domains=None) -> Dict[str, float]:
         hp = self.hparams
         with frozen(self.network):
             m = self.masker(x).float()                             # (B, 1, H, W) in [0, 1]
-            probs = self.network(self._kept_and_removed(x, m)).softmax(dim=1)  # one forward
+            # one forward: kept, removed; float32 for the losses (bf16 autocast)
+            logits = self.network(self._kept_and_removed(x, m)).float()
+            probs = logits.softmax(dim=1)
             p = probs.gather(1, torch.cat([y, y]).view(-1, 1)).view(2, -1)   # (2, B)
             dist = F.mse_loss(p[0] - p[1], torch.ones_like(p[0]))
             area, tv = m.mean(), total_variation(m)
             loss = dist + hp["align_l1"] * area + hp["align_l2"] * tv
+            extra = {}
+            if self.PENALTY:
+                if domains is None:
+                    domains = torch.zeros_like(y)  # one domain: no spread to penalise
+                penalty = self.masker_penalty(logits[:len(x)], y, domains)
+                loss = loss + hp[self.WEIGHT] * penalty
+                extra[self.PENALTY] = penalty.item()
             _descend(self.masker_optimizer, self.masker, loss)
         return {"mask_loss": loss.item(), "mask_dist": dist.item(), "mask_l1": area.item(),
-                "mask_tv": tv.item(), "mask_area": area.item()}
+                "mask_tv": tv.item(), "mask_area": area.item(), **extra}
 
     def classifier_step(self, x, y, align_weight: float) -> Dict[str, float]:
         """One classifier update: CE + l4 * L_reg (+ align_weight * alignment if > 0)."""
@@ -162,6 +180,7 @@ class ALIGN(Algorithm):
     # ------------------------------------------------------------------ DomainBed API
     def update(self, minibatches, unlabeled=None):
         x, y, _ = concat_batches(minibatches)
+        domains = torch.cat([torch.full_like(b[1], i) for i, b in enumerate(minibatches)])  # (B,)
         hp = self.hparams
         t = int(self.update_count)
         self.update_count += 1
@@ -170,7 +189,7 @@ class ALIGN(Algorithm):
                 return self.classifier_step(x, y, align_weight=0.0)
         vals: Dict[str, list] = {}
         for _ in range(hp["masker_steps"]):
-            for k, v in self.masker_step(x, y).items():
+            for k, v in self.masker_step(x, y, domains).items():
                 vals.setdefault(k, []).append(v)
         with frozen(self.masker):
             for _ in range(hp["classifier_steps"]):
