@@ -250,7 +250,7 @@ def test_align_resume_gives_identical_records(tmp_path):
     assert "mask_dist" in last and "env3_in_mask_epg" in last and "env3_out_mask_area" in last
     # one table: every record has the same keys, 0 for a loss before it is switched on
     assert all(set(r) == set(last) for r in records)
-    assert records[0]["align"] == records[0]["mask_dist"] == 0 and last["align"] > 0
+    assert records[0]["align"] == records[0]["mask_dist"] == 0   # before the masker and alignment
 
 
 @pytest.mark.slow
