@@ -81,9 +81,9 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, handle_signals: bool = False) -> str:
         """Train (or resume) to the end; record the error in the job folder if it raises."""
         from domainbed_align import train  # torch: only where the job runs
-        config = train.parse_args(self.argv())
         error_path = os.path.join(self.output_dir, ERROR_FILE)
         try:
+            config = _parse_train_args(train, self.argv())
             train.make_output_dir(self.output_dir)
             if os.path.exists(error_path):
                 os.remove(error_path)  # a relaunched failed job starts clean
@@ -104,6 +104,15 @@ class TrainJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Requeue a fresh job with the same arguments; the trainer's checkpoint carries the state."""
         return submitit.helpers.DelayedSubmission(TrainJob(self.train_args), *args, **kwargs)
+
+
+def _parse_train_args(train, argv: List[str]):
+    """argparse exits on a bad flag (SystemExit, which submitit would not record): an error."""
+    try:
+        return train.parse_args(argv)
+    except SystemExit as e:
+        raise ConfigError(f"the trainer refused the job's flags (exit {e.code}): "
+                          f"{shlex.join(argv)}") from None
 
 
 def mark_queued(output_dir: str) -> None:

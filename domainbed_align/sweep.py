@@ -288,16 +288,23 @@ def update_states(jobs: List[Job], sweep_dir: str) -> None:
         elif integrity.unfinished_run_problem(job.output_dir):
             job.state = CORRUPT
             job.detail = integrity.unfinished_run_problem(job.output_dir)
+        elif job.slurm_id and queued is not None:
+            gone.append(job)   # submitted, out of the queue, no `done`: it will never finish
         else:
             job.state = INCOMPLETE
-            if job.slurm_id:
-                gone.append(job)
     final = sacct_states([j.slurm_id for j in gone])
     for job in gone:
+        if os.path.exists(os.path.join(job.output_dir, "done")):  # finished since we looked
+            problem = integrity.done_run_problem(job.output_dir)
+            job.state, job.detail = (CORRUPT, problem) if problem else (DONE, "")
+            continue
+        # Failed whatever its exit code (a job that raised may still exit 0): only `done` is
+        # success. The reason: SLURM's final state where accounting keeps it, and the log
         state = final.get(job.slurm_id, "")
-        if state in _SACCT_FAILED:
-            job.state = FAILED
-            job.detail = f"SLURM state {state}; " + _submitit_log_tail(sweep_dir, job.slurm_id)
+        job.state = FAILED
+        job.detail = (f"SLURM job {job.slurm_id} left the queue without `done` "
+                      f"({'state ' + state if state else 'killed, node failure or time limit'}); "
+                      f"log: " + _submitit_log_tail(sweep_dir, job.slurm_id))
 
 
 def _submitit_log_tail(sweep_dir: str, slurm_id: str) -> str:

@@ -297,11 +297,15 @@ def test_states_from_files_and_one_squeue_call(tmp_path, capsys, monkeypatch):
     rc, text, _ = _main(capsys, *argv, "--failed")
     assert text.splitlines()[:2] == [str(jobs[3]).replace("Not launched", "Failed"),
                                      "    RuntimeError: boom at step 3"]
-    # the local job stopped (no live process), the SLURM tasks left the queue
+    # the local job stopped (no live process): Incomplete; the SLURM tasks left the queue
+    # without `done`: Failed (they will never finish; `launch` resubmits them), with the reason
     (out / os.path.basename(jobs[4].output_dir) / "running").write_text(f"{socket.gethostname()} 999999999\n")
     _fake_bin(tmp_path, "squeue", f'echo "$@" >> "{calls}"\n')
     rc, text, _ = _main(capsys, *argv)
-    assert text.splitlines()[-1] == "6 jobs: 1 done, 3 incomplete, 1 not launched, 0 running, 0 pending, 1 failed."
+    assert text.splitlines()[-1] == "6 jobs: 1 done, 1 incomplete, 1 not launched, 0 running, 0 pending, 3 failed."
+    rc, text, _ = _main(capsys, *argv, "--failed")
+    assert "    SLURM job 77_1 left the queue without `done` (killed, node failure or time limit); " \
+           f"log: no log at {out}/_submitit/77_1/77_1_0_log.err" in text.splitlines()
 
 
 def test_launch_again_submits_not_launched_and_failed_only(tmp_path, capsys, monkeypatch):
