@@ -84,6 +84,7 @@ def _cut(path, keep):
         f.write(data[:keep] if isinstance(keep, int) else keep)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["model_truncated", "model_garbage", "done_without_records",
                                   "records_cut_mid_line"])
 def test_damaged_finished_run_is_named_by_train_status_and_collector(sweep_copy, capsys, case):
@@ -143,6 +144,7 @@ def test_damaged_finished_run_is_named_by_train_status_and_collector(sweep_copy,
     assert [r["step"] for r in _records(d)] == [0, 1, 2, 3]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
 def test_damaged_checkpoint_is_named_and_the_run_restarts_once_it_is_deleted(tmp_path, capsys,
                                                                             damage):
@@ -257,6 +259,7 @@ def _fill(folder, leave_bytes):
     return path
 
 
+@pytest.mark.slow
 def test_disk_full_on_a_real_small_disk(small_disk, tmp_path):
     """A real full disk (tmpfs): the checkpoint write fails, earlier files are kept, one line,
     exit 2; the same command resumes once space is freed and ends as an unbroken run."""
@@ -376,6 +379,7 @@ def test_a_killed_launcher_leaves_no_stuck_lock_and_no_pending_ghosts(tmp_path, 
     assert second.returncode == 0
 
 
+@pytest.mark.slow
 def test_a_real_local_launch_shows_running_and_pending(tmp_path, capsys):
     """The real local launcher: one job running, the other two queued (Pending) meanwhile."""
     out = tmp_path / "sw"
