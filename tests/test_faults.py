@@ -144,17 +144,23 @@ def test_damaged_finished_run_is_named_by_train_status_and_collector(sweep_copy,
     assert [r["step"] for r in _records(d)] == [0, 1, 2, 3]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
-def test_damaged_checkpoint_is_named_and_the_run_restarts_once_it_is_deleted(tmp_path, capsys,
-                                                                            damage):
-    out = tmp_path / "sw"
+def _stopped_after_step_0(out):
+    """The sweep's one job, run here and stopped after step 0 (checkpoint.pt: next_step 1)."""
     job = _job(out)
     argv = _train_argv(job)
     trainer = train.Trainer(train.parse_args(argv))
     trainer.request_stop()
     with pytest.raises(train.Preempted):
-        trainer()   # stopped after step 0: checkpoint.pt with next_step 1
+        trainer()
+    return job, argv
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_damaged_checkpoint_is_named_and_the_run_restarts_once_it_is_deleted(tmp_path, capsys,
+                                                                            damage):
+    out = tmp_path / "sw"
+    job, argv = _stopped_after_step_0(out)
     ckpt = os.path.join(job.output_dir, "checkpoint.pt")
     _cut(ckpt, {"truncated": os.path.getsize(ckpt) // 3, "garbage": b"\x00" * 4096,
                 "empty": b""}[damage])
@@ -175,12 +181,7 @@ def test_damaged_checkpoint_is_named_and_the_run_restarts_once_it_is_deleted(tmp
 
 def test_records_cut_in_an_unfinished_run_are_rewritten_from_the_checkpoint(tmp_path, capsys):
     out = tmp_path / "sw"
-    job = _job(out)
-    argv = _train_argv(job)
-    trainer = train.Trainer(train.parse_args(argv))
-    trainer.request_stop()
-    with pytest.raises(train.Preempted):
-        trainer()
+    job, argv = _stopped_after_step_0(out)
     records = os.path.join(job.output_dir, "results.jsonl")
     _cut(records, 30)
     assert integrity.records_tail_problem(records) == "ends mid-line (cut)"
