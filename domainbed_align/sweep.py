@@ -199,8 +199,6 @@ def n_environments(dataset: str) -> int:
 
 _SQUEUE_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING",
                    "STAGE_OUT", "RESIZING"}
-_SACCT_FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "BOOT_FAIL",
-                 "DEADLINE", "PREEMPTED", "REVOKED"}
 
 
 def squeue_states() -> Optional[Dict[str, str]]:
@@ -285,9 +283,8 @@ def update_states(jobs: List[Job], sweep_dir: str) -> None:
         elif os.path.exists(os.path.join(job.output_dir, launchers.ERROR_FILE)):
             job.state = FAILED
             job.detail = launchers.last_error_line(job.output_dir)
-        elif integrity.unfinished_run_problem(job.output_dir):
-            job.state = CORRUPT
-            job.detail = integrity.unfinished_run_problem(job.output_dir)
+        elif problem := integrity.unfinished_run_problem(job.output_dir):
+            job.state, job.detail = CORRUPT, problem
         elif job.slurm_id and queued is not None:
             gone.append(job)   # submitted, out of the queue, no `done`: it will never finish
         else:

@@ -259,12 +259,12 @@ class Trainer:
         d.pop("output_dir")
         return d
 
-    def _write(self, name: str, write, mode: str = "wb", fsync: bool = True) -> None:
+    def _write(self, name: str, write, mode: str = "wb") -> None:
         """Write `<output_dir>/<name>` atomically with `write(f)`. A failed write (disk full,
         quota, read-only) leaves the previous file as it was and ends the run with one line."""
         path = os.path.join(self.config.output_dir, name)
         try:
-            with atomic_open(path, mode, fsync=fsync) as f:
+            with atomic_open(path, mode) as f:
                 write(f)
         except OSError as e:
             raise StorageError(

@@ -2,10 +2,8 @@
 `--hparams`, `--hparams_grid`, `--config` and the records reader. Never a traceback: either
 it is accepted, or one `error:` line (exit 2), or, for records, a counted skip."""
 import json
-import os
 import string
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -92,7 +90,6 @@ def test_config_file_status_or_one_error_line(tmp_path, capsys, config, raw):
         path.write_bytes(json.dumps(config).encode()[:-1])   # cut: not JSON any more
     else:
         path.write_text(json.dumps(config))
-    cfg = dict(config) if isinstance(config, dict) else {}
     cfg_out = ["--output_dir", str(tmp_path / "sw")]
     rc, out, err = _sweep(capsys, ["status", "--config", str(path), *cfg_out])
     assert rc in (0, 2)
