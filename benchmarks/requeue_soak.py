@@ -5,7 +5,8 @@
 
 A sweep of `--jobs` short Debug28 jobs (one per learning rate) runs on SLURM while a thread
 picks a random running job every `--chaos_period_s` and either requeues it (`scontrol
-requeue`: a node failure or pre-emption with requeue) or kills it (`scancel --signal=KILL`).
+requeue`: a node failure or pre-emption with requeue) or kills it (`scancel --signal=KILL`),
+preferring one past its first checkpoint (`hit_mid_run` counts those).
 Then `launch` again until every job is Done, and every results.jsonl is compared, timing keys
 aside, with an uninterrupted run of the same job in this process. Prints jobs, requeues,
 kills, launches, jobs Failed after the chaos, runs that resumed from a checkpoint, duplicate
@@ -42,8 +43,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     counts["seconds"] = round(time.time() - start)
-    for key in ("jobs", "requeues", "kills", "launches", "failed_seen", "resumed_runs",
-                "duplicates", "records_compared", "seconds"):
+    for key in ("jobs", "requeues", "kills", "hit_mid_run", "launches", "failed_seen",
+                "resumed_runs", "duplicates", "records_compared", "seconds"):
         print(f"{key:17s} {counts[key]}")
     print(f"sweep folder      {out}")
     return 0 if counts["duplicates"] == 0 else 1

@@ -135,23 +135,28 @@ def run_soak(out, n_jobs, steps, parallelism, chaos_period_s, seed=0, log=print)
     flags = _flags(out, n_jobs, steps=steps, extra=["--checkpoint_freq", "1"])
     slurm = [*SLURM, "--slurm_array_parallelism", str(parallelism)]
     rng = random.Random(seed)
-    counts = {"jobs": n_jobs, "requeues": 0, "kills": 0, "launches": 0, "failed_seen": 0,
-              "resumed_runs": 0, "duplicates": 0, "records_compared": 0}
+    counts = {"jobs": n_jobs, "requeues": 0, "kills": 0, "hit_mid_run": 0, "launches": 0,
+              "failed_seen": 0, "resumed_runs": 0, "duplicates": 0, "records_compared": 0}
     all_ids = set()
     try:
         assert sweep.main(["launch", *flags, *slurm]) == 0
         counts["launches"] += 1
-        all_ids.update(i for i in _array_ids(_status_jobs(flags)) if i)
+        jobs = _status_jobs(flags)
+        folder_of = {i: j.output_dir for i, j in zip(_array_ids(jobs), jobs) if i}
+        all_ids.update(folder_of)
         stop = threading.Event()
 
         def chaos():
             while not stop.is_set():
-                mine = {i.split("_")[0] for i in all_ids}
                 running = [i for i, s in (line.split() for line in subprocess.run(
                     ["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i %T"], capture_output=True,
-                    text=True).stdout.splitlines()) if i.split("_")[0] in mine]
+                    text=True).stdout.splitlines()) if i in folder_of]
+                # most of a tiny job is interpreter start-up: prefer one past its first
+                # checkpoint, so the requeued or relaunched run has something to resume
+                mid = [i for i in running
+                       if os.path.exists(os.path.join(folder_of[i], "checkpoint.pt"))]
                 if running:
-                    victim = rng.choice(running)
+                    victim = rng.choice(mid or running)
                     if rng.random() < 0.5:
                         r = subprocess.run(["scontrol", "requeue", victim], capture_output=True)
                         counts["requeues"] += r.returncode == 0
@@ -159,6 +164,7 @@ def run_soak(out, n_jobs, steps, parallelism, chaos_period_s, seed=0, log=print)
                         r = subprocess.run(["scancel", "--signal=KILL", victim],
                                            capture_output=True)
                         counts["kills"] += r.returncode == 0
+                    counts["hit_mid_run"] += r.returncode == 0 and victim in mid
                 stop.wait(chaos_period_s)
 
         thread = threading.Thread(target=chaos, daemon=True)
@@ -199,6 +205,8 @@ def run_soak(out, n_jobs, steps, parallelism, chaos_period_s, seed=0, log=print)
             assert train.main(launchers.TrainJob(ref).argv()) == 0
             assert got == _records(ref_dir), j.output_dir
             counts["records_compared"] += len(got)
+        # a run stopped past a checkpoint resumes from it (not from step 0)
+        assert counts["resumed_runs"] >= min(1, counts["hit_mid_run"]), counts
     finally:
         _scancel(all_ids)
     return counts
