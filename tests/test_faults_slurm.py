@@ -151,12 +151,14 @@ def run_soak(out, n_jobs, steps, parallelism, chaos_period_s, seed=0, log=print)
                 running = [i for i, s in (line.split() for line in subprocess.run(
                     ["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i %T"], capture_output=True,
                     text=True).stdout.splitlines()) if i in folder_of]
-                # most of a tiny job is interpreter start-up: prefer one past its first
-                # checkpoint, so the requeued or relaunched run has something to resume
+                # most of a tiny job is interpreter start-up: hit one past its first
+                # checkpoint (the requeued or relaunched run must resume from it), and only
+                # now and then one still starting (else none would ever reach a checkpoint)
                 mid = [i for i in running
                        if os.path.exists(os.path.join(folder_of[i], "checkpoint.pt"))]
-                if running:
-                    victim = rng.choice(mid or running)
+                pool = mid or (running if rng.random() < 0.2 else [])
+                if pool:
+                    victim = rng.choice(pool)
                     if rng.random() < 0.5:
                         r = subprocess.run(["scontrol", "requeue", victim], capture_output=True)
                         counts["requeues"] += r.returncode == 0
