@@ -5,6 +5,7 @@ hparam never changes the draws of the others. Values are native Python types (JS
 Algorithms declare their block with `@algorithm_hparams("NAME")`; datasets with
 `@dataset_hparams("NAME")`. Plug-ins use the same decorators.
 """
+import json
 from typing import Callable, Dict, Tuple
 
 import numpy as np
@@ -114,8 +115,28 @@ def run_hparams(algorithm: str, dataset: str, hparams_seed: int, trial_seed: int
         if key not in hparams:
             raise ConfigError(f"unknown hparam {key!r} for {algorithm} on {dataset}; "
                               f"known: {', '.join(sorted(hparams))}")
+        _check_kind(key, value, hparams[key])
         hparams[key] = value
     return hparams
+
+
+def _check_kind(key: str, value, default) -> None:
+    """An override has its default's kind: a number for a number (int or float: a 0 default
+    may take 0.1), true/false for a flag, text for text; a None default takes a number or
+    null. Otherwise it would fail deep inside training with a traceback."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif number(default):
+        ok, kind = number(value), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        ok, kind = value is None or number(value), "a number or null"
+    if not ok:
+        raise ConfigError(f"hparam {key!r} must be {kind} (default {json.dumps(default)}), got "
+                          f"{json.dumps(value)[:80]}")
 
 
 # ----------------------------------------------------------------------------- datasets

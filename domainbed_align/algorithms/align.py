@@ -15,6 +15,8 @@ Schedule, in DomainBed steps t (one `update()` each):
   `align_l3_ramp_steps` (0: full weight at once).
 Each step after W is `masker_steps` masker updates and `classifier_steps` classifier updates on
 the same batch; with the default 1 and 1 the classifier gets as many updates as ERM's.
+Every `update()` returns the same keys (a loss not computed yet is 0: the masker's before W,
+`align` before alignment starts), so every record of a run has the same columns.
 """
 import contextlib
 from typing import Dict
@@ -30,6 +32,7 @@ from domainbed_align.explain.gradcam import grad_cam, normalize_cam
 from domainbed_align.lib import precision
 
 BCE_EPS = 1e-6
+MASKER_KEYS = ("mask_loss", "mask_dist", "mask_l1", "mask_tv", "mask_area")
 TARGET_POOLS = ("avg", "max", "norm")
 
 
@@ -146,7 +149,7 @@ class ALIGN(Algorithm):
             reg = torch.zeros((), device=x.device)
         ce = F.cross_entropy(logits, y)
         loss = ce + hp["align_l4"] * reg
-        out = {"ce": ce.item(), "reg": reg.item(), "align_weight": float(align_weight)}
+        out = {"ce": ce.item(), "reg": reg.item(), "align_weight": float(align_weight), "align": 0.0}
         if align_weight > 0:
             align_loss = self.alignment_loss(x, F.relu(cam))
             loss = loss + align_weight * align_loss
@@ -186,7 +189,8 @@ class ALIGN(Algorithm):
         self.update_count += 1
         if t < hp["align_warmup_steps"]:
             with frozen(self.masker):
-                return self.classifier_step(x, y, align_weight=0.0)
+                return {**dict.fromkeys(MASKER_KEYS, 0.0),
+                        **self.classifier_step(x, y, align_weight=0.0)}
         vals: Dict[str, list] = {}
         for _ in range(hp["masker_steps"]):
             for k, v in self.masker_step(x, y, domains).items():

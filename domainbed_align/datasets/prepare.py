@@ -21,7 +21,6 @@ Errors are one `error: ...` line and exit 2 (an interrupt exits 130).
 import argparse
 import bz2
 import datetime
-import fcntl
 import gzip
 import json
 import lzma
@@ -41,6 +40,7 @@ from domainbed_align.datasets.check import (Layout, Report, compare_counts, get_
                                             parse_expected, scan_layout)
 from domainbed_align.datasets.download import CHUNK, download, progress_bar, sha256_file
 from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError
+from domainbed_align.lib.locks import FileLock
 from domainbed_align.lib.misc import atomic_write_text
 
 @dataclass(frozen=True)
@@ -431,15 +431,10 @@ def _check_writable(data_dir: str) -> None:
                         f"folder you can write to") from None
 
 
-def _lock(path: str):
-    f = open(path, "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise DataError(f"another prepare is running on {os.path.dirname(path)} (lock "
-                        f"{path}); wait for it to finish") from None
-    return f
+def _lock(path: str) -> FileLock:
+    """Held while building; removed on the way out, whatever the outcome (no `.lock` left)."""
+    return FileLock(path, advice="another prepare is running on this folder: wait for it to "
+                                 "finish").acquire()
 
 
 def _final_check(folder: str, layout: Layout, expected: Optional[dict]) -> Report:
@@ -551,7 +546,7 @@ def prepare_dataset(dataset: str, data_dir: str, archives: Sequence[str] = (),
             os.rmdir(os.path.join(data_dir, ".downloads"))
         except OSError:  # absent, or holds archives or partial downloads
             pass
-        lock.close()
+        lock.release()
 
 
 # -- backbone weights ----------------------------------------------------------------------------

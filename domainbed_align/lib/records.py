@@ -10,14 +10,14 @@ def read_jsonl(path):
     and let the caller warn with the count.
     """
     records, skipped = [], 0
-    with open(path, "r") as f:
+    with open(path, "rb") as f:  # bytes: a damaged block is not UTF-8, and must not raise
         for line in f:
             line = line.strip()
             if not line:
                 continue
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
                 skipped += 1
                 continue
             if isinstance(rec, dict):
