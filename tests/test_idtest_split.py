@@ -93,7 +93,7 @@ def test_off_by_default_records_equal_those_of_the_code_before_the_flag(tmp_path
     last one without --idtest_fraction) with the argv below; trained again today without the
     flag, the run has the same args, the same keys and the same numbers."""
     committed = [json.loads(line) for line in open(os.path.join(BEFORE, "results.jsonl"))]
-    argv = ["--dataset", "Debug28", "--algorithm", "ALIGN", "--test_envs", "1", "--hparams_seed",
+    argv = ["--dataset", "Debug28", "--algorithm", "ERM", "--test_envs", "1", "--hparams_seed",
             "1", "--trial_seed", "1", "--seed", "7", "--steps", "5", "--checkpoint_freq", "2",
             "--skip_model_save", "--output_dir", str(tmp_path / "r")]
     assert train.main(argv) == 0
