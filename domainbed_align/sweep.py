@@ -54,6 +54,7 @@ DEFAULTS = {
     "algorithm_hparams": None,    # ours: {"ALIGN": {...}} on top of --hparams for one algorithm
     "hparams_grid": None,         # ours: [{...}, {...}] or {"name": [values]}: one job per variant
     "holdout_fraction": 0.2,
+    "idtest_fraction": None,      # ours: an ID test split of each training domain (train flag)
     "single_test_envs": False,
     "test_envs": None,            # ours: only these held-out domains (domain_generalization)
     "skip_confirmation": False,
@@ -74,7 +75,7 @@ DEFAULTS = {
 # Flags that define the job list: with none of them (and no --config) the quick sweep runs.
 JOB_FLAGS = ("datasets", "algorithms", "task", "n_hparams_from", "n_hparams", "n_trials", "steps",
              "checkpoint_freq", "hparams", "algorithm_hparams", "hparams_grid", "test_envs",
-             "holdout_fraction",
+             "holdout_fraction", "idtest_fraction",
              "single_test_envs", "mask_dir")
 
 DONE, INCOMPLETE, NOT_LAUNCHED = "Done", "Incomplete", "Not launched"   # upstream's states
@@ -153,6 +154,8 @@ def make_args_list(cfg: dict) -> List[dict]:
                         for key in ("steps", "hparams", "checkpoint_freq", "mask_dir"):
                             if cfg[key] is not None:
                                 args[key] = cfg[key]
+                        if cfg["idtest_fraction"]:   # 0 and unset: upstream's args exactly
+                            args["idtest_fraction"] = cfg["idtest_fraction"]
                         own = {**(cfg["algorithm_hparams"] or {}).get(algorithm, {}), **variant}
                         if own:
                             args["hparams"] = job_hparams(cfg["hparams"], own)
@@ -347,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "list of objects, or an object of lists expanded to their product, e.g. "
                         "'{\"cue_agreement\": [0.5, 0.7, 0.9]}'")
     p.add_argument("--holdout_fraction", type=float)
+    p.add_argument("--idtest_fraction", type=float,
+                   help="ours: every job also holds out this fraction of each training domain as "
+                        "an ID test split (unset or 0: upstream's jobs and folders exactly)")
     p.add_argument("--single_test_envs", action="store_true")
     p.add_argument("--test_envs", type=int, nargs="+",
                    help="domain_generalization with only these held-out domains, one job list "
@@ -490,6 +496,11 @@ def check_config(cfg: dict, source: dict) -> None:
             raise ConfigError(f"--{flag} must be a positive number of steps, got {cfg[flag]}")
     if not 0 <= cfg["holdout_fraction"] < 1:
         raise ConfigError(f"--holdout_fraction must be in [0, 1), got {cfg['holdout_fraction']}")
+    idtest = cfg["idtest_fraction"] or 0
+    if not (isinstance(idtest, (int, float)) and idtest >= 0
+            and cfg["holdout_fraction"] + idtest < 1):
+        raise ConfigError(f"--idtest_fraction must be a number >= 0 with holdout_fraction + "
+                          f"idtest_fraction < 1, got {cfg['idtest_fraction']!r}")
     if cfg["hparams"] is not None:
         try:
             value = json.loads(cfg["hparams"])

@@ -27,7 +27,7 @@ from domainbed_align.algorithms import get_algorithm_class
 from domainbed_align.datasets import get_dataset_class
 from domainbed_align.datasets.masks import require_masks
 from domainbed_align.datasets.loaders import train_batches
-from domainbed_align.datasets.splits import split_indices  # noqa: F401  (also re-exported)
+from domainbed_align.datasets.splits import domain_splits, split_indices  # noqa: F401
 from domainbed_align.evaluation import evaluate_split, explain_subsample
 from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError, TrainingError
 from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line
@@ -58,11 +58,16 @@ class TrainConfig:
     skip_model_save: bool = False
     save_model_every_checkpoint: bool = False
     mask_dir: Optional[str] = None
+    idtest_fraction: float = 0.0   # ours: a third, untouched split of each training domain
 
     def record_args(self) -> dict:
-        """`args` as records store it (lists, not tuples, like argparse's namespace)."""
+        """`args` as records store it (lists, not tuples, like argparse's namespace). Our
+        optional `idtest_fraction` appears only when set, so runs without it keep upstream's
+        args (and job folders) byte for byte."""
         d = dataclasses.asdict(self)
         d["test_envs"] = list(self.test_envs)
+        if not self.idtest_fraction:
+            d.pop("idtest_fraction")
         return d
 
 
@@ -86,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_model_every_checkpoint", action="store_true")
     p.add_argument("--mask_dir", type=str, default=None,
                    help="relevance-mask folder mirroring the image tree (image datasets)")
+    p.add_argument("--idtest_fraction", type=float, default=0.0,
+                   help="also hold out this fraction of each training domain as an ID test "
+                        "split (env{i}_idtest_* in records), never used for training or "
+                        "selection; 0 (default): DomainBed's two splits only")
     return p
 
 
@@ -198,6 +207,10 @@ class Trainer:
             raise ConfigError("--uda_holdout_fraction is not supported (no domain adaptation); use 0")
         if not 0 <= c.holdout_fraction < 1:
             raise ConfigError(f"--holdout_fraction must be in [0, 1), got {c.holdout_fraction}")
+        if not (0 <= c.idtest_fraction and c.holdout_fraction + c.idtest_fraction < 1):
+            raise ConfigError(f"--idtest_fraction must be >= 0 with --holdout_fraction + "
+                              f"--idtest_fraction < 1 (some data must stay for training), got "
+                              f"{c.idtest_fraction} + {c.holdout_fraction}")
         hparams = hparams_registry.run_hparams(c.algorithm, c.dataset, c.hparams_seed, c.trial_seed,
                                                _parse_hparams_json(c.hparams))
         self.hparams = hparams
@@ -215,17 +228,19 @@ class Trainer:
         require_masks(algorithm_cls, dataset_cls, c.mask_dir)  # before any image is read
         dataset = dataset_cls(c.data_dir, list(c.test_envs), hparams, **kwargs)
         self.dataset = dataset
-        self.splits = [split_indices(len(env), c.holdout_fraction, c.trial_seed, i)
-                       for i, env in enumerate(dataset.datasets)]
         self.train_envs = [i for i in range(len(dataset)) if i not in c.test_envs]
+        # per domain, split name -> indices (`idtest` on training domains when asked for)
+        self.splits = [domain_splits(len(env), i, c.trial_seed, c.holdout_fraction,
+                                     c.idtest_fraction, c.test_envs)
+                       for i, env in enumerate(dataset.datasets)]
         self.n_steps = c.steps or dataset.N_STEPS
         self.checkpoint_freq = c.checkpoint_freq or dataset.CHECKPOINT_FREQ
-        self.steps_per_epoch = min(len(s[0]) / hparams["batch_size"] for s in self.splits)
+        self.steps_per_epoch = min(len(s["in"]) / hparams["batch_size"] for s in self.splits)
         self.eval_views = [env.eval_view() if hasattr(env, "eval_view") else env for env in dataset.datasets]
         explain_n = hparams["explain_n"]
         self.explain = {}
-        for i, (in_idx, out_idx) in enumerate(self.splits):
-            for name, idx in (("in", in_idx), ("out", out_idx)):
+        for i, parts in enumerate(self.splits):
+            for name, idx in parts.items():
                 self.explain[i, name] = (explain_subsample(len(idx), explain_n, c.trial_seed, i, name)
                                          if explain_n > 0 else None)
         self.algorithm = algorithm_cls(dataset.input_shape, dataset.num_classes,
@@ -279,7 +294,7 @@ class Trainer:
             return
         from domainbed_align.evaluation import explanation_snapshot
         arrays = explanation_snapshot(self.algorithm, self.eval_views[env],
-                                      np.asarray(self.splits[env][0])[positions], self.device)
+                                      np.asarray(self.splits[env]["in"])[positions], self.device)
         with atomic_open(os.path.join(self.config.output_dir, SNAPSHOT_FILE), "wb") as f:
             np.savez_compressed(f, test_env=np.int64(env), **arrays)
 
@@ -294,8 +309,8 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def _evaluate(self) -> dict:
         results = {}
-        for i, (in_idx, out_idx) in enumerate(self.splits):
-            for name, idx in (("in", in_idx), ("out", out_idx)):
+        for i, parts in enumerate(self.splits):
+            for name, idx in parts.items():
                 metrics = evaluate_split(self.algorithm, self.eval_views[i], idx, self.explain[i, name],
                                          self.dataset.num_classes, self.device,
                                          num_workers=min(self.dataset.N_WORKERS, os.cpu_count() or 1),
@@ -323,7 +338,7 @@ class Trainer:
         needs_masks = self.algorithm.NEEDS_MASKS
         loaders_workers = min(self.dataset.N_WORKERS, os.cpu_count() or 1)
         stream = train_batches([self.dataset[i] for i in self.train_envs],
-                               [self.splits[i][0] for i in self.train_envs],
+                               [self.splits[i]["in"] for i in self.train_envs],
                                self.hparams["batch_size"], c.seed, start_step, loaders_workers,
                                class_balanced=self.hparams["class_balanced"])
         self.algorithm.train()

@@ -203,6 +203,6 @@ def test_run_records_densities_and_writes_a_snapshot(tmp_path):
     ds = train.Trainer(train.TrainConfig(dataset="SpuriousDigits", algorithm="ALIGN", test_envs=(3,),
                                          output_dir=str(tmp_path / "x"), hparams=json.dumps(hp)))
     ds._setup()
-    first = np.asarray(ds.splits[3][0])[ds.explain[3, "in"]][:8]
+    first = np.asarray(ds.splits[3]["in"])[ds.explain[3, "in"]][:8]
     np.testing.assert_array_equal(z["y"], ds.dataset.datasets[3].y[first].numpy())
     np.testing.assert_array_equal(z["gt"], ds.dataset.datasets[3].eval_masks[first].numpy() >= 0.5)

@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", type=int, required=True, help="domain index (0-based, as --test_envs)")
     p.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--split", choices=("in", "out"), default="out",
-                   help="the run's split of the domain (default out: never trained on)")
+    p.add_argument("--split", choices=("in", "out", "idtest"), default="out",
+                   help="the run's split of the domain (default out: never trained on; idtest: "
+                        "a training domain's ID test split, for runs with --idtest_fraction)")
     p.add_argument("--seed", type=int, default=0,
                    help="which images; 0: the trainer's explanation subsample")
     p.add_argument("--model", default="model.pkl",
@@ -84,7 +85,7 @@ def _run(a: argparse.Namespace) -> int:
     from domainbed_align.algorithms import get_algorithm_class
     from domainbed_align.datasets import get_dataset_class
     from domainbed_align.explain import plots
-    from domainbed_align.datasets.splits import split_indices
+    from domainbed_align.datasets.splits import domain_splits
 
     if a.n < 1:
         raise ConfigError(f"--n must be at least 1, got {a.n}")
@@ -110,9 +111,13 @@ def _run(a: argparse.Namespace) -> int:
     domain = dataset.datasets[a.env]
     view = domain.eval_view() if hasattr(domain, "eval_view") else domain
 
-    in_idx, out_idx = split_indices(len(domain), args.get("holdout_fraction", 0.2),
-                                    args.get("trial_seed", 0), a.env)
-    idx = in_idx if a.split == "in" else out_idx
+    parts = domain_splits(len(domain), a.env, args.get("trial_seed", 0),
+                          args.get("holdout_fraction", 0.2), args.get("idtest_fraction", 0.0),
+                          args["test_envs"])
+    if a.split not in parts:
+        raise ConfigError(f"domain {a.env} of this run has no {a.split!r} split (only training "
+                          f"domains of runs trained with --idtest_fraction do); use --split out")
+    idx = parts[a.split]
     if not idx:
         other = "out" if a.split == "in" else "in"
         raise ConfigError(f"the {a.split!r} split of domain {a.env} is empty (holdout_fraction "
