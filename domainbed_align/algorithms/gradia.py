@@ -5,7 +5,7 @@ relevance mask pooled to the Grad-CAM grid (optionally Gaussian-blurred):
     L = CE + gradia_lambda * mean_i w_i * mean_cells |norm(cam_i) - pool(m_i)|,
 w_i = 0 for samples whose mask is empty or full.
 """
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.guidance import CamGuided, blur_maps, pool_mask
 
 

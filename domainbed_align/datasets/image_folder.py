@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from domainbed_align.datasets import register_dataset
+from domainbed_align.datasets.registry import register_dataset
 from domainbed_align.datasets.base import MultipleDomainDataset
 from domainbed_align.lib.errors import DataError
 
