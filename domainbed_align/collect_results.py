@@ -23,6 +23,7 @@ A thin entry point over `domainbed_align.report`. Never imports torch: it runs o
 """
 import argparse
 import os
+import shlex
 import sys
 import time
 from typing import List, Optional
@@ -73,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --figures: for grid sweeps (hparams_seed 0), the test-domain "
                         "metric of each run's last record against this hparam, one line per "
                         "algorithm")
+    p.add_argument("--html", metavar="DIR",
+                   help="also write a self-contained page DIR/index.html (images beside it): "
+                        "run list with states, every table, figures, saliency grids, learning "
+                        "curves")
     p.add_argument("--figures_metric", default="acc", metavar="NAME",
                    help="metric of the --figures_vs figures (default acc): " + ", ".join(METRICS))
     return p
@@ -86,15 +91,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics = parse_metrics(args.metrics)
         if metrics is not None and "acc" not in metrics:
             metrics = ["acc"] + metrics
-        if (args.figures_vs or args.figures_metric != "acc") and not args.figures:
-            raise ConfigError("--figures_vs and --figures_metric need --figures DIR (the "
-                              "folder the figures go to)")
+        if (args.figures_vs or args.figures_metric != "acc") and not (args.figures or
+                                                                       args.html):
+            raise ConfigError("--figures_vs and --figures_metric need --figures DIR or --html "
+                              "DIR (the folder the figures go to)")
         parse_metrics([args.figures_metric])
         t0 = time.perf_counter()
         sweep = Sweep(args.input_dir, args.include_incomplete, args.workers,
                       use_cache=not args.no_cache, write_cache=not args.no_write)
         figures = None
-        if args.figures:   # gathered before any output, so a bad --figures_vs is one line
+        if args.figures or args.html:  # gathered before any output: a bad flag is one line
             from domainbed_align.report.figures import SweepFigures
             figures = SweepFigures(
                 sweep, Report(sweep, get_selection_methods(["training_domain"]), None, "text"),
@@ -128,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
     if args.csv:
         report.csv_frame().to_csv(args.csv, index=False)
-    if figures is not None:
+    if args.figures:
         try:
             paths = figures.write(args.figures)
         except OSError as e:
@@ -136,6 +142,17 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
         print(f"wrote {len(paths)} figure(s) into {args.figures}: "
               + ", ".join(os.path.basename(p) for p in paths), file=sys.stderr)
+    if args.html:
+        t_page = time.perf_counter()
+        from domainbed_align.report.html import write_page
+        try:
+            page = write_page(args.html, sweep, Report(sweep, methods, metrics, "html"), figures,
+                              command=shlex.join(["collect_results", *(
+                                  sys.argv[1:] if argv is None else argv)]))
+        except OSError as e:
+            print(f"error: could not write the page into {args.html}: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {page} in {time.perf_counter() - t_page:.2f} s", file=sys.stderr)
     print(f"collected {len(sweep.ckpts)} records from {len(sweep.run_names)} runs in "
           f"{time.perf_counter() - t0:.2f} s", file=sys.stderr)
     return 0
