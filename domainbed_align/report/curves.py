@@ -58,10 +58,8 @@ def run_labels(records: Sequence[dict], names: Sequence[str]) -> List[str]:
             labels[i] = f"{alg}, test {tests}" + "".join(
                 f", {n}={fmt_value(hp.get(n))}" for n in varying) + \
                 (f", trial {k.get('trial_seed')}" if len(trials) > 1 else "")
-    for i, lab in enumerate(labels):
-        if labels.count(lab) > 1:
-            labels[i] = f"{lab} ({names[i]})"
-    return labels
+    shared = {lab for lab in labels if labels.count(lab) > 1}
+    return [f"{lab} ({name})" if lab in shared else lab for lab, name in zip(labels, names)]
 
 
 def learning_curves_figure(input_dir: str, out: str) -> int:
