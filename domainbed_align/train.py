@@ -31,6 +31,7 @@ from domainbed_align.datasets.splits import domain_splits, split_indices  # noqa
 from domainbed_align.evaluation import evaluate_split, explain_subsample
 from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError, TrainingError
 from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line
+from domainbed_align.lib.tb_events import NoEventLog, open_event_log
 
 TASKS = ("domain_generalization", "single_source")
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -59,6 +60,7 @@ class TrainConfig:
     save_model_every_checkpoint: bool = False
     mask_dir: Optional[str] = None
     idtest_fraction: float = 0.0   # ours: a third, untouched split of each training domain
+    tensorboard: bool = False      # ours: also write event files; not part of the run's args
 
     def record_args(self) -> dict:
         """`args` as records store it (lists, not tuples, like argparse's namespace). Our
@@ -68,6 +70,7 @@ class TrainConfig:
         d["test_envs"] = list(self.test_envs)
         if not self.idtest_fraction:
             d.pop("idtest_fraction")
+        d.pop("tensorboard")   # how the run is watched, not what it computes
         return d
 
 
@@ -95,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also hold out this fraction of each training domain as an ID test "
                         "split (env{i}_idtest_* in records), never used for training or "
                         "selection; 0 (default): DomainBed's two splits only")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write every record's numbers and each step's update() terms as "
+                        "TensorBoard event files in --output_dir (pip install -e "
+                        "\".[tensorboard]\")")
     return p
 
 
@@ -183,6 +190,7 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         self._stop_signal: Optional[int] = None
+        self.events = NoEventLog()
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         self._stop_signal = signum
@@ -253,6 +261,7 @@ class Trainer:
         return d
 
     def _save_checkpoint(self, next_step: int, checkpoint_vals, records) -> None:
+        self.events.flush()   # every step before next_step is on disk before the checkpoint
         state = {"next_step": next_step, "identity": self._identity(),
                  "algorithm": self.algorithm.state_dict(),
                  "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
@@ -334,6 +343,7 @@ class Trainer:
         if state:
             self._write_records(records)  # a kill between checkpoint and records left them behind
             print(f"resuming at step {start_step} from {CHECKPOINT_FILE}")
+        self.events = open_event_log(c.output_dir, start_step, c.tensorboard)
 
         needs_masks = self.algorithm.NEEDS_MASKS
         loaders_workers = min(self.dataset.N_WORKERS, os.cpu_count() or 1)
@@ -350,6 +360,7 @@ class Trainer:
                 t0 = time.time()
                 batches = [tuple(t.to(self.device) for t in (b if needs_masks else b[:2])) for b in next(stream)]
                 step_vals = self.algorithm.update(batches)
+                self.events.update(step, step_vals)
                 checkpoint_vals["step_time"].append(time.time() - t0)
                 for key, val in step_vals.items():
                     if not math.isfinite(val):
@@ -367,6 +378,7 @@ class Trainer:
                     record["mem_gb"] = _mem_gb()
                     record.update({"hparams": self.hparams, "args": c.record_args()})
                     records.append(record)
+                    self.events.record(record)
                     checkpoint_vals = collections.defaultdict(list)
                     self._save_checkpoint(step + 1, checkpoint_vals, records)
                     self._write_records(records)
@@ -381,6 +393,7 @@ class Trainer:
                                     self._stop_signal)
         finally:
             stream.close()  # shuts the data-loader workers down now, also on error or pre-emption
+            self.events.close()
         if not c.skip_model_save:
             self._save_model("model.pkl")
         self._save_snapshot()
