@@ -33,6 +33,8 @@ from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
 from domainbed_align.lib.records import parse_line, read_run  # noqa: F401  (public names)
 from domainbed_align.model_selection import get_selection_methods
 from domainbed_align.report.cache import cached_report, report_key, save_report
+from domainbed_align.report.comparisons import (check_references, compare_column,  # noqa: F401
+                                                comparison_rows)
 from domainbed_align.report.names import (METRICS, UPSTREAM_DATASET_ENVIRONMENTS,  # noqa: F401
                                           algorithm_order, dataset_order, environment_names,
                                           parse_metrics)
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
                         + ", ".join(METRICS))
     p.add_argument("--include_incomplete", action="store_true",
                    help="also use runs without a 'done' file")
+    p.add_argument("--compare_to", nargs="+", metavar="ALG", default=[],
+                   help="also print paired differences to these algorithms (same trial seed "
+                        "and test domain) with 95%% Student-t intervals; [name=value] compares "
+                        "each algorithm's --split_by variants to its variant with that value")
+    p.add_argument("--split_by", nargs="+", metavar="HPARAM", default=[],
+                   help="treat the values a grid sweep sets for these hparams as algorithms of "
+                        "their own, e.g. RES[res_target_rescale=false]")
     p.add_argument("--workers", type=int, default=None,
                    help="processes reading results.jsonl files (default: CPU count, max 8)")
     p.add_argument("--no_cache", action="store_true",
@@ -99,11 +108,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         t0 = time.perf_counter()
         sweep = Sweep(args.input_dir, args.include_incomplete, args.workers,
                       use_cache=not args.no_cache, write_cache=not args.no_write)
+        sweep.split_by(args.split_by)
+        if args.compare_to:
+            check_references(args.compare_to,
+                             algorithm_order(sweep.ckpts.meta["algorithm"].tolist()))
         figures = None
         if args.figures or args.html:  # gathered before any output: a bad flag is one line
             from domainbed_align.report.figures import SweepFigures
             figures = SweepFigures(
-                sweep, Report(sweep, get_selection_methods(["training_domain"]), None, "text"),
+                sweep, Report(sweep, get_selection_methods(["training_domain"]), None, "text",
+                              args.compare_to),
                 args.figures_vs, args.figures_metric)
     except (ArgumentError, DomainBedAlignError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -113,10 +127,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(w, file=sys.stderr)
     # an unchanged sweep asked the same question: the last answer, without selection or layout
     key = report_key(sweep.ckpts_key, fmt, [m.key for m in methods], metrics,
-                     args.include_incomplete, sweep.warnings())
+                     args.include_incomplete, sweep.warnings(), args.compare_to, args.split_by)
     text = None if (args.no_cache or args.csv) else cached_report(args.input_dir, key)
     if text is None:
-        report = Report(sweep, methods, metrics, fmt)
+        report = Report(sweep, methods, metrics, fmt, args.compare_to)
         text = report.render()
         if not args.no_cache and not args.no_write:
             save_report(args.input_dir, key, text)
@@ -146,7 +160,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         t_page = time.perf_counter()
         from domainbed_align.report.html import write_page
         try:
-            page = write_page(args.html, sweep, Report(sweep, methods, metrics, "html"), figures,
+            page = write_page(args.html, sweep,
+                              Report(sweep, methods, metrics, "html", args.compare_to), figures,
                               command=shlex.join(["collect_results", *(
                                   sys.argv[1:] if argv is None else argv)]))
         except OSError as e:

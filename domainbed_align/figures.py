@@ -11,8 +11,10 @@ from typing import List, Optional
 
 from domainbed_align.lib.cli import ArgumentError, Parser
 from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
+from domainbed_align.report.comparisons import forest_points  # noqa: F401
 from domainbed_align.report.curves import learning_curve_points, learning_curves_figure  # noqa: F401
-from domainbed_align.report.draw import draw_densities, draw_hparam_curves, draw_selected  # noqa: F401
+from domainbed_align.report.draw import (draw_densities, draw_forest,  # noqa: F401
+                                         draw_hparam_curves, draw_selected)
 from domainbed_align.report.figures import SweepFigures, selected_points  # noqa: F401
 from domainbed_align.report.grid import (DENSITY_REGIONS, density_curve_points,  # noqa: F401
                                          grid_labels, hparam_curve_points, hparam_curve_table)

@@ -178,6 +178,8 @@ def _align(hparam, dataset):
     hparam("align_target_pool", "avg", lambda r: "avg")
     # Differentiable Grad-CAM (alignment reaches the head); false detaches the channel weights.
     hparam("align_create_graph", True, lambda r: True)
+    # Alignment loss: bce (the paper's) or l1 (GRADIA's; bounded gradients near 0 and 1)
+    hparam("align_loss", "bce", lambda r: "bce")
     # Min-max of the aligned Grad-CAM: a map whose range is below this fraction of the batch's
     # mean range is not stretched to [0, 1] (its 1/range gradients make the BCE diverge).
     hparam("cam_rel_eps", 1e-2, lambda r: 1e-2)
@@ -213,6 +215,9 @@ def _sgt(hparam, dataset):
 def _gradia(hparam, dataset):
     hparam("gradia_lambda", 1.0, lambda r: 10 ** r.uniform(-1, 1))
     hparam("gradia_blur_sigma", 0.0, lambda r: 0.0)  # in Grad-CAM cells; 0 = no blur
+    # Target peak 1, as the reference's binary (nearest-resized) target and the min-max
+    # Grad-CAM it is compared with; false: the pooled mask as is (peak ~0.87 on thin strokes)
+    hparam("gradia_target_rescale", True, lambda r: True)
     _cam_guidance(hparam)
 
 
@@ -223,6 +228,9 @@ def _res(hparam, dataset):
     hparam("res_blur_sigma", 1.0, lambda r: float(r.choice([0.5, 1.0, 2.0])))  # RES-G, in cells
     hparam("res_tanh_scale", 5.0, lambda r: 5.0)
     hparam("res_n_thresholds", 32, lambda r: 32)
+    # The reference (YuyangGao/RES, RES.py, transforms == 'Gaussian') divides the blurred
+    # target by its maximum; false: the blurred pooled mask as is (peak ~0.39 here)
+    hparam("res_target_rescale", True, lambda r: True)
     _cam_guidance(hparam)
 
 

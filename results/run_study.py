@@ -17,7 +17,11 @@ import sys
 from domainbed_align import launchers, sweep
 
 PRIORITY = ["digits_cue", "digits_mask_quality", "digits_mask_quality_align", "digits_align_l1",
-            "digits_align_l3", "digits_align_warmup_steps", "digits_cue_strength", "digits_main"]
+            "digits_align_l3", "digits_align_warmup_steps", "digits_cue_strength", "digits_main",
+            # issue 18: the decisive sweep, then its controls and ablations
+            "digits_decisive", "digits_controls_targets", "digits_controls_targets_gradia",
+            "digits_controls_graph", "digits_controls_graph_cam", "digits_controls_align_loss",
+            "digits_controls_mask_quality"]
 SWEEPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "sweeps")
 
 

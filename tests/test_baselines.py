@@ -78,7 +78,8 @@ def test_gradia_is_l1_to_the_pooled_mask():
 def test_res_threshold_search_and_boundary_term():
     g = torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])
     m = _mask_4x4([(0, 0)])
-    hp = {"res_blur_sigma": 0.0, "res_tanh_scale": 5.0, "res_n_thresholds": 3}
+    hp = {"res_blur_sigma": 0.0, "res_tanh_scale": 5.0, "res_n_thresholds": 3,
+          "res_target_rescale": False}
     l1, boundary, a = res_terms(g, m, hp)
     # candidates 0, 0.5, 1: a = 0.5 gives |tanh(2.5) - 1| on every cell; a = 0 gives (~0 + 3*1) / 4
     assert a.item() == 0.5
@@ -247,7 +248,8 @@ def test_terms_vanish_when_the_saliency_already_matches_the_mask():
     """Where it is well defined: nothing left to correct gives a zero explanation loss."""
     m = _mask_4x4([(0, 0), (1, 1)])
     g = m[:, 0, ::2, ::2].clone()  # the CAM is the mask
-    hp = {"res_blur_sigma": 0.0, "res_tanh_scale": 5.0, "res_n_thresholds": 32}
+    hp = {"res_blur_sigma": 0.0, "res_tanh_scale": 5.0, "res_n_thresholds": 32,
+          "res_target_rescale": False}
     l1, boundary, _ = res_terms(g, m, hp)
     assert l1.item() == 0.0 and F.relu(boundary - 0.1).item() == 0.0  # below eta: RES is satisfied
     full_size = F.interpolate(g.unsqueeze(1), scale_factor=2, mode="nearest")[:, 0]

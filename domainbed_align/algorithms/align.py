@@ -4,7 +4,8 @@ A classifier and a soft masker trained in alternation, each with the other froze
 - masker step:  L_mask = MSE(p_y(x*M) - p_y(x*(1-M)), 1) + l1 * mean(M) + l2 * TV(M)
   (the kept evidence should carry the prediction and the removed part should not);
 - classifier step: L_clf = CE + w_t * BCE(norm(ReLU(GradCAM_y(x))), pool(M(x))) + l4 * L_reg
-  (Grad-CAM pulled towards the mask; L_reg is DRE's same-class mixup regulariser).
+  (Grad-CAM pulled towards the mask; L_reg is DRE's same-class mixup regulariser; `align_loss`
+  l1 puts mean|norm(...) - pool(M(x))| in place of the BCE, a control for its 1/g gradients).
 Schedule, in DomainBed steps t (one `update()` each):
 - t < W (`align_warmup_steps`): the classifier alone, CE + l4 * L_reg;
 - W <= t < W + Wm (`align_masker_warmup_steps`): the masker learns from the warmed-up
@@ -135,11 +136,16 @@ class ALIGN(Algorithm):
         return out
 
     def alignment_loss(self, x, cam):
-        """BCE(clamp(norm(cam)), pool(M(x))): cam (B, h, w) ReLU'd; the mask is a constant."""
+        """BCE(clamp(norm(cam)), pool(M(x))) (`align_loss` l1: mean |norm(cam) - pool(M(x))|):
+        cam (B, h, w) ReLU'd; the mask is a constant."""
         with torch.no_grad(), frozen(self.masker):
             target = pool_mask(self.masker(x), cam.shape[-2:], self.hparams["align_target_pool"])
-        g = normalize_cam(cam, rel_eps=self.hparams["cam_rel_eps"]).clamp(BCE_EPS, 1 - BCE_EPS)
-        return F.binary_cross_entropy(g, target)
+        g = normalize_cam(cam, rel_eps=self.hparams["cam_rel_eps"])
+        if self.hparams["align_loss"] == "l1":
+            return (g - target).abs().mean()
+        if self.hparams["align_loss"] != "bce":
+            raise ValueError(f"align_loss must be bce or l1, got {self.hparams['align_loss']!r}")
+        return F.binary_cross_entropy(g.clamp(BCE_EPS, 1 - BCE_EPS), target)
 
     def align_weight(self, t: int) -> float:
         """Weight of the alignment term at step t (0 before the masker has warmed up)."""

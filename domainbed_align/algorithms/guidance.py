@@ -83,6 +83,12 @@ def blur_maps(maps: Tensor, sigma: float) -> Tensor:
     return gaussian_blur(maps.unsqueeze(1), sigma)[:, 0] if sigma > 0 else maps
 
 
+def peak_one(maps: Tensor, eps: float = 1e-6) -> Tensor:
+    """Each (B, h, w) map divided by its maximum (peak 1; an all-zero map stays zero), as the
+    reference code of RES and GRADIA make their targets to match a min-max Grad-CAM."""
+    return maps / maps.amax(dim=(1, 2), keepdim=True).clamp_min(eps)
+
+
 # ------------------------------------------------------------------ saliencies
 def true_class_cam(alg, x: Tensor, y: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Grad-CAM of the true class (ReLU) and its min-max version, plus the logits, one forward.

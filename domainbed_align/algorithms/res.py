@@ -3,10 +3,11 @@
 RES-G: the target is the mask pooled to the Grad-CAM grid and Gaussian-blurred (annotations
 are imprecise near their boundary), plus a robust boundary term that only asks the map to
 separate relevant from irrelevant cells at *some* threshold a:
-    L = CE + res_lambda * ( mean|g - blur(pool(m))| + ReLU(B(a*) - res_eta) ),
+    L = CE + res_lambda * ( mean|g - T| + ReLU(B(a*) - res_eta) ),  T = blur(pool(m)) / max,
     B(a) = mean |tanh(res_tanh_scale * (g - a)) - F|,  F = +1 on mask cells, -1 elsewhere,
 a* = argmin_a B(a) over `res_n_thresholds` evenly spaced candidates in [0, 1], one a for the
 batch, found in one vectorised pass (no gradient through the choice). g = min-max Grad-CAM.
+T peaks at 1 as in the reference code (`res_target_rescale`; false: blur(pool(m)) as is).
 Samples whose mask is empty or full have no boundary and get zero weight.
 """
 import torch
@@ -14,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from domainbed_align.algorithms.registry import register_algorithm
-from domainbed_align.algorithms.guidance import (GuidedERM, blur_maps, guidable, pool_mask,
-                                                 true_class_cam, weighted_mean)
+from domainbed_align.algorithms.guidance import (GuidedERM, blur_maps, guidable, peak_one,
+                                                 pool_mask, true_class_cam, weighted_mean)
 
 
 def boundary_sign(m_pooled: Tensor) -> Tensor:
@@ -35,7 +36,10 @@ def best_threshold(g: Tensor, sign: Tensor, weight: Tensor, n: int, scale: float
 def res_terms(g: Tensor, m: Tensor, hp: dict):
     """(per-sample L1 to the blurred target, per-sample boundary term at a*, a*)."""
     mp = pool_mask(m, g.shape[-2:])  # (B, h, w)
-    l1 = (g - blur_maps(mp, hp["res_blur_sigma"])).abs().mean(dim=(1, 2))
+    target = blur_maps(mp, hp["res_blur_sigma"])
+    if hp["res_target_rescale"]:
+        target = peak_one(target)
+    l1 = (g - target).abs().mean(dim=(1, 2))
     sign = boundary_sign(mp)
     a = best_threshold(g, sign, guidable(m), hp["res_n_thresholds"], hp["res_tanh_scale"])
     boundary = (torch.tanh(hp["res_tanh_scale"] * (g - a)) - sign).abs().mean(dim=(1, 2))

@@ -32,7 +32,11 @@ PATCH_PX = 4
 CUE_AGREEMENT = (0.9, 0.8, 0.7, 0.1)  # P(cue colour == label colour) per domain, the default
 CUES = ("patch", "background")
 BACKGROUND_KEEP, BACKGROUND_TINT = 0.5, 0.35  # tinted background: below the ink's 0.85
-MASK_QUALITIES = ("gt", "dilated", "shifted", "partial", "random")
+# gt and its degradations; the controls: none (no pixel relevant: a method's no-annotation
+# limit), cue (the shortcut region marked relevant with the strokes), inverted (complement),
+# all_but_cue (everything relevant but the shortcut region: a penalty on the cue alone)
+MASK_QUALITIES = ("gt", "dilated", "shifted", "partial", "random", "none", "cue", "inverted",
+                  "all_but_cue")
 # Normalisation constants, fixed by the generator's design (backgrounds in [0, 0.35], ink in
 # [0.85, 1]) and the same whatever the test domain: statistics of the data would include it.
 # 0 after normalising is this grey, the default fill of removed pixels.
@@ -67,10 +71,19 @@ def _background(style: str, n: int, rs: np.random.RandomState) -> np.ndarray:
     raise ValueError(style)
 
 
-def _degrade(gt: np.ndarray, quality: str, rs: np.random.RandomState) -> np.ndarray:
+def _degrade(gt: np.ndarray, quality: str, rs: np.random.RandomState,
+             cue: str = "patch") -> np.ndarray:
     """Masks handed to mask-based methods; `gt` (n, 1, 28, 28) binary."""
     if quality == "gt":
         return gt
+    if quality == "none":
+        return np.zeros_like(gt)
+    if quality == "cue":
+        return np.maximum(gt, cue_region(cue)[None, None].astype(gt.dtype))
+    if quality == "inverted":
+        return 1.0 - gt
+    if quality == "all_but_cue":
+        return np.broadcast_to(1.0 - cue_region(cue)[None, None], gt.shape).astype(gt.dtype)
     t = torch.from_numpy(gt)
     if quality == "dilated":  # over-covering blob around the strokes
         return F.max_pool2d(t, 7, stride=1, padding=3).numpy()
@@ -146,7 +159,7 @@ def make_spurious_digits(spurious: bool = True, mask_quality: str = "gt", cue: s
         if spurious and cue == "patch":
             x[:, :, :PATCH_PX, :PATCH_PX] = colour[:, :, 0, 0][:, :, None, None]
         gt = (alpha > 0.5).astype(np.float32)
-        domains.append((x, y, gt, _degrade(gt, mask_quality, rs)))
+        domains.append((x, y, gt, _degrade(gt, mask_quality, rs, cue)))
     return domains
 
 

@@ -101,6 +101,32 @@ def draw_selected(points, x_label: str, y_label: str, title: str, scale: float =
     return fig
 
 
+def draw_forest(panels, reference: str, scale: float = 100.0):
+    """One panel per quantity: each algorithm's mean paired difference to the reference with
+    its 95% interval as a horizontal bar; the dotted line is no difference."""
+    n_rows = max(len(rows) for rows in panels.values())
+    fig, axes = figure(len(panels), width=PANEL_IN, height=max(2.0, 0.35 * n_rows + 1.2))
+    for ax, (title, rows) in zip(axes, panels.items()):
+        for y, (label, d) in enumerate(reversed(rows)):
+            lo = d.low if d.n > 1 else d.mean
+            hi = d.high if d.n > 1 else d.mean
+            colour = {"higher": "#1a7f37", "lower": "#b42318"}.get(d.verdict, "#555555")
+            ax.plot([scale * lo, scale * hi], [y, y], color=colour, lw=2)
+            ax.plot(scale * d.mean, y, "o", color=colour, ms=5)
+        ax.axvline(0, ls=":", color="#888888", lw=0.8)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([f"{label} (n={d.n})" for label, d in reversed(rows)],
+                           fontsize=FONT_PT)
+        ax.set_title(title, fontsize=FONT_PT + 1)
+        ax.set_xlabel(f"difference to {reference}", fontsize=FONT_PT)
+        ax.tick_params(labelsize=FONT_PT)
+        ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(f"Paired differences to {reference} (training-domain validation)\n"
+                 "mean and 95% Student-t interval over pairs (same trial seed and test domain)",
+                 fontsize=FONT_PT + 1)
+    return fig
+
+
 def draw_hparam_curves(curves, hparam: str, y_label: str, scale: float = 100.0):
     """One panel per dataset: a line per label over `hparam`; references are dashed lines."""
     n_max = max((len(lines) for lines in curves.values()), default=0)

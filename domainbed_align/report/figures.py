@@ -13,8 +13,9 @@ import os
 from typing import Dict, List, Sequence, Tuple
 
 from domainbed_align.lib.misc import atomic_open
-from domainbed_align.report.draw import (draw_densities, draw_hparam_curves, draw_selected,
-                                         save_figure)
+from domainbed_align.report.comparisons import forest_points
+from domainbed_align.report.draw import (draw_densities, draw_forest, draw_hparam_curves,
+                                         draw_selected, save_figure)
 from domainbed_align.report.grid import (density_curve_points, hparam_curve_points,
                                          hparam_curve_table, run_keys, warn)
 from domainbed_align.report.names import environment_names, metric_label
@@ -88,6 +89,7 @@ class SweepFigures:
             for ds, why in lines.items():
                 self.notes.append(f"note: {name}.png, {ds}: not drawn (incomplete): "
                                   + "; ".join(why))
+        self.forest = {ref: forest_points(report, ref) for ref in report.compare_to}
         has_density = any("_mask_density_" in k for k in sweep.keys)
         lasts = sweep.last_records() if (vs or has_density) else {}
         self.vs = {h: hparam_curve_points(list(lasts.values()), h, metric) for h in vs}
@@ -126,6 +128,11 @@ class SweepFigures:
             with atomic_open(text, "w", fsync=False) as f:
                 f.write(hparam_curve_table(curves, hparam, metric_label(self.metric)))
             paths.append(text)
+        for ref, panels in self.forest.items():
+            if panels:
+                safe = "".join(c if c.isalnum() or c in "-_=" else "_" for c in ref).strip("_")
+                paths.append(save_figure(draw_forest(panels, ref),
+                                         os.path.join(out_dir, f"forest_{safe}.png")))
         if self.density:
             paths.append(save_figure(draw_densities(self.density),
                                      os.path.join(out_dir, "over_training.png")))

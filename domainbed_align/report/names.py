@@ -51,10 +51,18 @@ UPSTREAM_DATASET_ENVIRONMENTS = {
 
 
 def algorithm_order(names_in_order: Sequence[str]) -> List[str]:
-    """Our ALGORITHMS first, in their order; unknown ones after, in order of appearance."""
+    """Our ALGORITHMS first, in their order (a `--split_by` variant `ALG[k=v]` with its base
+    algorithm, variants sorted); unknown ones after, in order of appearance."""
     seen = list(dict.fromkeys(names_in_order))
-    return [a for a in catalog.ALGORITHM_ORDER if a in seen] + \
-        [a for a in seen if a not in catalog.ALGORITHM_ORDER]
+    order = catalog.ALGORITHM_ORDER
+    known = sorted((a for a in seen if base_algorithm(a) in order),
+                   key=lambda a: (order.index(base_algorithm(a)), a))
+    return known + [a for a in seen if base_algorithm(a) not in order]
+
+
+def base_algorithm(label: str) -> str:
+    """`RES[res_target_rescale=false]` -> `RES` (a `--split_by` label's algorithm)."""
+    return label.split("[", 1)[0]
 
 
 def known_datasets() -> List[str]:

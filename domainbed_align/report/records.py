@@ -2,6 +2,7 @@
 `lib.records`; full records are re-read lazily, a few lines at a time, for the metrics of the
 selected models.
 """
+import json
 import multiprocessing
 import os
 import sys
@@ -73,6 +74,7 @@ class Sweep:
         for i, o in zip(todo, out):
             cache.entries[self.run_names[i]] = RunEntry(stats[i], *o)
         entries = [cache.entries[name] for name in self.run_names]
+        self._record_cache = cache
         self.ckpts_key = key = checkpoints_key(self.run_names, stats)
         self.n_skipped_lines = sum(e.n_skipped for e in entries)
         self.n_files_with_skips = sum(1 for e in entries if e.n_skipped)
@@ -89,6 +91,27 @@ class Sweep:
             if use_cache and write_cache:
                 cache.save(self.run_names, key, self.ckpts)
         self._cache: Dict[int, Dict[int, dict]] = {}
+
+    def split_by(self, names: Sequence[str]) -> None:
+        """Label each run's algorithm with the values its --hparams JSON sets for `names`
+        (a grid sweep's variants: `RES[res_target_rescale=false]`), so that each variant is
+        selected, tabulated and compared as an algorithm of its own."""
+        if not names:
+            return
+        labels = {}
+        for run, name in enumerate(self.run_names):
+            args = self._record_cache.part(name).args or {}
+            try:
+                hp = json.loads(args.get("hparams") or "{}")
+            except (TypeError, ValueError):
+                hp = {}
+            hp = hp if isinstance(hp, dict) else {}
+            parts = [f"{n}={v if isinstance(v, str) else json.dumps(v)}"
+                     for n, v in sorted(hp.items()) if n in names]
+            labels[run] = "[" + ",".join(parts) + "]" if parts else ""
+        meta = self.ckpts.meta
+        suffix = meta["run"].map(labels).fillna("")
+        meta["algorithm"] = (meta["algorithm"] + suffix).astype(object)
 
     def results_path(self, run: int) -> str:
         return os.path.join(self.input_dir, self.run_names[run], RESULTS_FILE)

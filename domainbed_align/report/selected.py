@@ -92,13 +92,22 @@ def missing_envs(idx, column: str, dataset: str, alg: str, n_test_envs: int) -> 
     return [e for e in range(n_test_envs) if e not in have]
 
 
+def id_split(record: dict, train_envs: Sequence[int]) -> str:
+    """'idtest' when the record has an ID test accuracy for every training domain, else 'out'."""
+    ok = train_envs and all(record.get(f"env{j}_idtest_acc") is not None for j in train_envs)
+    return "idtest" if ok else "out"
+
+
 class Selected:
     """Every selection method's selected models of a sweep, with their metrics attached.
 
-    `metrics` None: every metric the records carry, in METRICS order."""
+    `metrics` None: every metric the records carry, in METRICS order. `compare_to`: the
+    reference algorithms of the paired comparisons (`comparisons`)."""
 
-    def __init__(self, sweep: Sweep, methods, metrics: Optional[List[str]]):
+    def __init__(self, sweep: Sweep, methods, metrics: Optional[List[str]],
+                 compare_to: Sequence[str] = ()):
         self.sweep, self.methods = sweep, methods
+        self.compare_to = list(compare_to)
         self.ckpts = sweep.ckpts
         meta = self.ckpts.meta
         self.dg = meta[meta["task"] != SINGLE_SOURCE]
@@ -116,20 +125,41 @@ class Selected:
         extra = [m for m in self.metrics if m != "acc"]
         rows = np.unique(np.concatenate([s["row"].to_numpy(dtype=np.int64)
                                          for s in self.selections.values()] or [[]]))
-        recs = self.sweep.records_at(rows) if (extra and len(rows)) else {}
+        self.has_idtest = any(k.endswith("_idtest_acc") for k in self.sweep.keys)
+        recs = self.sweep.records_at(rows) if ((extra or self.has_idtest) and len(rows)) else {}
         for method, sel in self.selections.items():
             r = sel["row"].to_numpy(dtype=np.int64)
             t = sel["test_env"].to_numpy(dtype=np.int64)
             n = self.ckpts.meta["n_envs"].to_numpy()[r] if len(r) else np.zeros(0, np.int64)
             sel["ood_acc"] = sel["test_acc"]
-            sel["id_acc"] = [mean_over(self.ckpts.acc_out[ri], ni, ti)
-                             for ri, ni, ti in zip(r, n, t)]
+            # ID: the training domains' ID test splits where the run has them (never seen by
+            # training or selection); else their validation splits, which selection maximised
+            split = [id_split(recs.get(ri, {}), [j for j in range(ni) if j != ti])
+                     for ri, ni, ti in zip(r, n, t)]
+            sel["id_split"] = split
+            sel["id_acc"] = [mean_over(self.ckpts.acc_out[ri], ni, ti) if sp == "out" else
+                             nanmean([num(recs[ri].get(f"env{j}_idtest_acc"))
+                                      for j in range(ni) if j != ti])
+                             for ri, ni, ti, sp in zip(r, n, t, split)]
             for m in extra:
                 sel["ood_" + m] = [num(recs.get(ri, {}).get(f"env{ti}_in_{m}"))
                                    for ri, ti in zip(r, t)]
-                sel["id_" + m] = [nanmean([num(recs.get(ri, {}).get(f"env{j}_out_{m}"))
+                sel["id_" + m] = [nanmean([num(recs.get(ri, {}).get(f"env{j}_{sp}_{m}"))
                                            for j in range(ni) if j != ti])
-                                  for ri, ni, ti in zip(r, n, t)]
+                                  for ri, ni, ti, sp in zip(r, n, t, split)]
+
+    def id_what(self, dataset: str, method=None) -> str:
+        """What the ID numbers of a dataset are: the ID test split, or (runs without one) the
+        selection split, named as optimistic in the table itself."""
+        splits = set()
+        for m in ([method] if method is not None else self.methods):
+            splits |= {r["id_split"] for rows in (v for k, v in self.index[m].items()
+                                                  if k[0] == dataset) for r in rows}
+        if splits == {"idtest"}:
+            return "the ID test split"
+        if splits <= {"out"}:
+            return "the selection split (optimistic)"
+        return "the ID test split where recorded, else the selection split (mixed)"
 
     def csv_frame(self) -> pd.DataFrame:
         """The selected models, one row each; counts and indices stay integers."""

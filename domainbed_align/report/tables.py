@@ -9,11 +9,12 @@ content as a list of headings, tables and notes (what the HTML page lays out). O
 4. single-source tables (runs with args.task == "single_source").
 """
 import dataclasses
-from typing import List, Optional, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
 from domainbed_align.lib.tables import Table, format_avg, format_mean, latex_escape
+from domainbed_align.report.comparisons import add_comparisons
 from domainbed_align.report.names import (ARROWS, METRICS, algorithm_order,
                                           dataset_order, environment_names)
 from domainbed_align.report.selected import Selected, finite, mean_over, trial_means
@@ -64,8 +65,9 @@ def column_parts(names: List[str], per_part: int) -> List[List[str]]:
 class Report(Selected):
     """The tables of a sweep in one format ("text", "latex", "markdown" or "html")."""
 
-    def __init__(self, sweep, methods, metrics: Optional[List[str]], fmt: str):
-        super().__init__(sweep, methods, metrics)
+    def __init__(self, sweep, methods, metrics: Optional[List[str]], fmt: str,
+                 compare_to: Sequence[str] = ()):
+        super().__init__(sweep, methods, metrics, compare_to)
         self.fmt = fmt
         self.out: List[Block] = []
 
@@ -137,13 +139,15 @@ class Report(Selected):
         if not self.datasets:
             return
         self.heading("ID/OOD accuracy of the selected models (OOD: test domain; ID: mean over "
-                     "the training domains' held-out splits)", 1)
+                     "the training domains' ID test splits, or where runs have none their "
+                     "validation splits, which selection maximised: optimistic)", 1)
         for method in self.methods:
             sel = self.index[method]
             for ds in self.datasets:
                 envs = environment_names(ds, self.n_envs[ds])
                 for col, what in (("ood_acc", "OOD test-domain accuracy"),
-                                  ("id_acc", "ID training-domain held-out accuracy")):
+                                  ("id_acc", "ID training-domain accuracy on "
+                                   + self.id_what(ds, method))):
                     rows = cells_by_env(sel, col, ds, self.algorithms, "test_env", len(envs),
                                         self.fmt)
                     self.table(f"Dataset: {ds}, model selection method: {method.name}, {what}",
@@ -181,7 +185,7 @@ class Report(Selected):
             sel = self.index[method]
             for ds in self.datasets:
                 for split, what in (("ood", "test domain"),
-                                    ("id", "training domains' held-out splits")):
+                                    ("id", "training domains, " + self.id_what(ds, method))):
                     for k, part in enumerate(parts):
                         label = f" (part {k + 1} of {len(parts)})" if len(parts) > 1 else ""
                         cols = ["Algorithm"] + [f"{m} {ARROWS[METRICS[m][1]]}" for m in part]
@@ -211,8 +215,18 @@ class Report(Selected):
             for ds in dsets:
                 self._single_source_dataset(method, sel, ds, algs)
 
+    def _id_accs(self, recs, rows, src):
+        """The source's ID test accuracy where recorded, else its validation one."""
+        vals = [recs.get(ri, {}).get(f"env{src}_idtest_acc") for ri in rows]
+        what = "ID: the ID test split" if vals and all(v is not None for v in vals) \
+            else "ID: the selection split (optimistic)" if not any(
+                v is not None for v in vals) else "ID: mixed splits"
+        return finite(self.ckpts.acc_out[ri, src] if v is None else v
+                      for ri, v in zip(rows, vals)), what
+
     def _single_source_dataset(self, method, sel, ds, algs):
         r = sel["row"].to_numpy(dtype=np.int64)
+        recs = self.sweep.records_at(r) if (self.has_idtest and len(r)) else {}
         s = sel["source"].to_numpy(dtype=np.int64)
         ne = self.n_envs[ds]
         envs = environment_names(ds, ne)
@@ -222,7 +236,7 @@ class Report(Selected):
             pick = [i for i in sub_idx if sel["algorithm"].iat[i] == alg and s[i] == src]
             return sorted(pick, key=lambda i: sel["trial_seed"].iat[i])
 
-        acc_in, acc_out = self.ckpts.acc_in, self.ckpts.acc_out
+        acc_in = self.ckpts.acc_in
         for alg in algs:
             rows = []
             for src in range(ne):
@@ -230,10 +244,11 @@ class Report(Selected):
                 cells = ["-" if tgt == src else
                          format_mean(finite(acc_in[r[pick], tgt]), self.fmt)[2]
                          for tgt in range(ne)]
-                cells.append(format_mean(finite(acc_out[r[pick], src]), self.fmt)[2])
+                accs, what = self._id_accs(recs, r[pick], src)
+                cells.append(format_mean(accs, self.fmt)[2])
                 rows.append([envs[src], *cells])
             self.table(f"Single source: {ds}, {alg}, model selection method: "
-                       f"{method.name} (rows: source, columns: target)",
+                       f"{method.name} (rows: source, columns: target; {what})",
                        ["Source", *envs, "ID"], rows, 20,
                        latex_title=f"Single source, {ds}, {alg}, {method.name}")
         cols = ["Algorithm"]
@@ -249,12 +264,13 @@ class Report(Selected):
                 mean, _, cell = format_mean(finite(ood), self.fmt)
                 cells.append(cell)
                 ood_means.append(mean)
-                mean, _, cell = format_mean(finite(acc_out[r[pick], src]), self.fmt)
+                accs, what = self._id_accs(recs, r[pick], src)
+                mean, _, cell = format_mean(accs, self.fmt)
                 cells.append(cell)
                 id_means.append(mean)
             rows.append([alg, *cells, format_avg(ood_means), format_avg(id_means)])
         self.table(f"Single source: {ds}, model selection method: {method.name}, "
-                   "mean OOD over targets and ID per source", cols, rows, 20,
+                   f"mean OOD over targets and ID per source ({what})", cols, rows, 20,
                    latex_title=f"Single source, {ds}, {method.name}, compact")
 
     def blocks(self) -> List[Block]:
@@ -263,6 +279,7 @@ class Report(Selected):
             self.domainbed()
             self.id_ood()
             self.explanations()
+            add_comparisons(self)
             self.single_source()
         return self.out
 
