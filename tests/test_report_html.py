@@ -137,3 +137,12 @@ def test_html_needs_no_torch(tmp_path):
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().endswith("NO_TORCH")
     assert re.search(r"wrote \S+index.html in \d+\.\d\d s", res.stderr)
+
+
+def test_page_shows_paired_comparisons(tmp_path, capsys):
+    _, out = build_page(tmp_path, "--compare_to", "ERM", "--selection", "iid")
+    text = capsys.readouterr().out
+    page = (out / "index.html").read_text(encoding="utf-8")
+    titles = re.findall(r"^-------- (Paired differences to ERM.*)$", text, flags=re.M)
+    assert titles and all(f'data-title="{t}"' in page for t in titles)
+    assert '<img src="forest_ERM.png"' in page and (out / "forest_ERM.png").exists()
