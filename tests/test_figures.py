@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_without_torch
 from domainbed_align import collect_results as cr
 from domainbed_align import figures
 from domainbed_align.report import grid
@@ -403,17 +404,13 @@ def test_bad_explanations_file_is_a_data_error(tmp_path):
 def test_figures_never_import_torch(tmp_path):
     full_sweep(tmp_path / "sweep")
     saliency_sweep(tmp_path / "sal")
-    code = ("import sys; from domainbed_align import collect_results, figures; "
-            f"assert collect_results.main(['--input_dir', {str(tmp_path / 'sweep')!r}, "
-            f"'--no_write', '--figures', {str(tmp_path / 'f')!r}, '--figures_vs', "
-            "'mask_quality']) == 0; "
-            f"assert figures.main(['saliency', '--input_dir', {str(tmp_path / 'sal')!r}, "
-            f"'--out', {str(tmp_path / 'f' / 's.png')!r}]) == 0; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
-            "print('TORCH' if bad else 'NO_TORCH')")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().endswith("NO_TORCH")
+    run_without_torch(
+        "from domainbed_align import collect_results, figures; "
+        f"assert collect_results.main(['--input_dir', {str(tmp_path / 'sweep')!r}, "
+        f"'--no_write', '--figures', {str(tmp_path / 'f')!r}, '--figures_vs', "
+        "'mask_quality']) == 0; "
+        f"assert figures.main(['saliency', '--input_dir', {str(tmp_path / 'sal')!r}, "
+        f"'--out', {str(tmp_path / 'f' / 's.png')!r}]) == 0")
     assert sorted(os.listdir(tmp_path / "f")) == ["acc_vs_mask_quality.png",
                                                    "acc_vs_mask_quality.txt",
                                                    "over_training.png", "s.png"]

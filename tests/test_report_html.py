@@ -5,12 +5,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 
-from conftest import REPO
+from conftest import run_without_torch
 from domainbed_align import collect_results as cr
 from domainbed_align.report import runs
 
@@ -128,14 +126,9 @@ def test_page_escapes_names(tmp_path):
 
 def test_html_needs_no_torch(tmp_path):
     sweep = page_sweep(tmp_path)
-    code = ("import sys; from domainbed_align import collect_results; "
-            f"assert collect_results.main(['--input_dir', {str(sweep)!r}, '--no_write', "
-            f"'--html', {str(tmp_path / 'p')!r}]) == 0; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
-            "print('TORCH' if bad else 'NO_TORCH')")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().endswith("NO_TORCH")
+    res = run_without_torch("from domainbed_align import collect_results; "
+                            f"assert collect_results.main(['--input_dir', {str(sweep)!r}, "
+                            f"'--no_write', '--html', {str(tmp_path / 'p')!r}]) == 0")
     assert re.search(r"wrote \S+index.html in \d+\.\d\d s", res.stderr)
 
 

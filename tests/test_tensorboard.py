@@ -3,14 +3,12 @@ and a resume, nothing when off, one error line without the package, `sweep --ten
 passed to jobs only when set (job folders of other sweeps unchanged)."""
 import glob
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, kill_after_records
 from domainbed_align.lib import tb_events
 
 pytest.importorskip("tensorboard")
@@ -99,15 +97,7 @@ def test_killed_and_resumed_run_has_each_step_once(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen(_train(out), cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:         # kill -9 after the 3rd record, mid-interval
-        path = out / "results.jsonl"
-        if path.exists() and len(path.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    time.sleep(float(os.urandom(1)[0]) / 255 * 0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_records(proc, out / "results.jsonl", 3, max_delay_s=0.3)   # mid-interval
     assert not (out / "done").exists(), "the run finished before the kill; make it longer"
     subprocess.run(_train(out), check=True, cwd=REPO, capture_output=True)
     assert raw_steps(out, "update/loss") == list(range(30))
