@@ -124,3 +124,25 @@ def test_no_module_too_long():
         if n > LONG_FOR_NOW.get(rel, MAX_LINES):
             too_long.append(f"{rel} ({n} lines)")
     assert too_long == [], "split these modules by concept: " + ", ".join(too_long)
+
+
+# The report package's floors, bottom first (its __init__ docstring): each module imports only
+# report modules on a lower floor.
+REPORT_FLOORS = ["names", "cache", "records", "selected", "comparisons", "tables", "grid", "draw",
+                 "figures", "saliency", "curves", "runs", "html"]
+
+
+def test_report_modules_import_downward_only():
+    modules = package_modules()
+    report = sorted(m.rsplit(".", 1)[1] for m in modules if m.startswith(f"{PKG}.report."))
+    assert report == sorted(REPORT_FLOORS), "place a new report module on a floor here"
+    graph = import_graph(modules)
+    upward = []
+    for k, name in enumerate(REPORT_FLOORS):
+        for dep in graph[f"{PKG}.report.{name}"]:
+            if dep.startswith(f"{PKG}.report.") and \
+                    REPORT_FLOORS.index(dep.rsplit(".", 1)[1]) >= k:
+                upward.append(f"{name} -> {dep}")
+            assert dep.split(".")[1] not in ("collect_results", "figures", "train", "sweep"), \
+                f"report.{name} imports the script {dep}"
+    assert upward == [], upward

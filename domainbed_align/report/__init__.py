@@ -6,8 +6,8 @@ Modules by concept, each importing only the ones above it in this list:
 - `cache`: the collector's cache of parsed records (`_collect_cache.npz`);
 - `records`: reading results.jsonl tolerantly (the one record parser) and the `Sweep`;
 - `selected`: model selection per method with each selected model's metrics attached;
-- `tables`: the text / LaTeX / markdown report (`Report`);
 - `comparisons`: paired differences between algorithms;
+- `tables`: the text / LaTeX / markdown report (`Report`);
 - `grid`, `draw`, `figures`: figure data, drawing, the sweep figures;
 - `saliency`, `curves`, `runs`: saliency grids, learning curves, the run list with states;
 - `html`: one self-contained page per sweep.
