@@ -78,7 +78,9 @@ def learning_curves_figure(input_dir: str, out: str) -> int:
     order = algorithm_order([run_keys(h[-1])["algorithm"] for _, h in runs])
     ranked = sorted(zip(labels, runs), key=lambda lr: (
         order.index(run_keys(lr[1][1][-1])["algorithm"]), lr[0]))
-    fig, axes = figure(1, width=PANEL_IN * 1.6, height=PANEL_IN)
+    # the legend sits beside the panel: widen the figure by its longest entry, not the panel
+    longest = max(len(f"{label}: training-domain validation") for label, _ in ranked)
+    fig, axes = figure(1, width=PANEL_IN * 1.6 + 0.055 * longest, height=PANEL_IN)
     ax = axes[0]
     colours = palette([lab for lab, _ in ranked])
     for label, (_, history) in ranked:
