@@ -135,3 +135,15 @@ def test_saliency_warns_when_rows_show_other_images(tmp_path, capsys):
     rows = saliency.saliency_rows(saliency.find_explanations(str(tmp_path)), k=2)
     assert len(rows) == 2
     assert "row 'B' shows other images than row 'A'" in capsys.readouterr().err
+
+
+def test_upsample_and_overlay_by_hand():
+    cam = np.array([[0.0, 1.0], [2.0, 3.0]])
+    up = saliency.upsample(cam, 4, 4)
+    # pixel centres at 0.5, 1.5, ... of 4 map to -0.25, 0.25, 0.75, 1.25 of 2: clamped, then linear
+    assert up[:, 0] == pytest.approx([0.0, 0.5, 1.5, 2.0])
+    assert up[0] == pytest.approx([0.0, 0.25, 0.75, 1.0])
+    assert saliency.upsample(cam, 2, 2) == pytest.approx(cam)
+    gray = lambda v: np.stack([v, v, v, np.ones_like(v)], axis=-1)   # noqa: E731
+    out = saliency.overlay(np.zeros((2, 2, 3)), np.array([[0.0, 1.0], [0.5, 0.2]]), gray)
+    assert np.allclose(out[..., 0], [[0.0, 0.5], [0.25, 0.1]])

@@ -154,12 +154,36 @@ def saliency_rows(runs: Sequence[Tuple[str, str]], k: int = 6) -> List[Tuple[str
     return rows
 
 
+def upsample(cam: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Bilinear resize of a (h0, w0) map to (h, w), pixel centres aligned (as an image
+    resampler does), edges clamped."""
+    def axis(n_out, n_in):
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, pos - lo
+    r0, r1, fr = axis(h, cam.shape[0])
+    c0, c1, fc = axis(w, cam.shape[1])
+    rows = cam[r0] * (1 - fr)[:, None] + cam[r1] * fr[:, None]
+    return rows[:, c0] * (1 - fc)[None, :] + rows[:, c1] * fc[None, :]
+
+
+def overlay(image: np.ndarray, cam: np.ndarray, cmap, alpha: float = 0.5) -> np.ndarray:
+    """The image (H, W, 3) in [0, 1] under its Grad-CAM in `cmap` at `alpha`, blended here in
+    numpy: one RGB array per panel draws several times faster than two layered images."""
+    h, w = image.shape[:2]
+    heat = cmap(np.clip(upsample(cam, h, w), 0, 1))[..., :3]
+    return (1 - alpha) * image + alpha * heat
+
+
 def draw_saliency(rows, title: str = ""):
     """Rows = algorithms (and learned masks), columns = images: the image under its Grad-CAM
     (bilinear, alpha 0.5), the ground-truth mask as a white contour; each panel titled y/pred
     (green right, red wrong)."""
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    jet = colormaps["jet"]
     k = max(len(ex["y"]) for _, _, ex in rows)
     side = 1.3
     fig = Figure(figsize=(side * k + 1.2, side * 1.15 * len(rows) + 0.5), dpi=120,
@@ -175,11 +199,8 @@ def draw_saliency(rows, title: str = ""):
                 ax.set_axis_off()
                 continue
             img = ex["images"][c]
-            h, w = img.shape[:2]
             if kind == "cam":
-                ax.imshow(img, interpolation="nearest")
-                ax.imshow(ex["cam"][c], cmap="jet", alpha=0.5, vmin=0, vmax=1,
-                          interpolation="bilinear", extent=(-0.5, w - 0.5, h - 0.5, -0.5))
+                ax.imshow(overlay(img, ex["cam"][c], jet), interpolation="nearest")
                 if ex["gt"] is not None and ex["gt"][c].max() > 0:
                     ax.contour(ex["gt"][c].astype(float), levels=[0.5], colors="white",
                                linewidths=0.6)

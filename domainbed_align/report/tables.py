@@ -230,11 +230,13 @@ class Report(Selected):
         s = sel["source"].to_numpy(dtype=np.int64)
         ne = self.n_envs[ds]
         envs = environment_names(ds, ne)
-        sub_idx = np.flatnonzero(sel["dataset"].to_numpy() == ds)
+        in_ds = sel["dataset"].to_numpy() == ds
+        alg_col, trials = sel["algorithm"].to_numpy(), sel["trial_seed"].to_numpy()
 
         def picked(alg, src):
-            pick = [i for i in sub_idx if sel["algorithm"].iat[i] == alg and s[i] == src]
-            return sorted(pick, key=lambda i: sel["trial_seed"].iat[i])
+            """Positions of (alg, source src) in `sel`, by trial seed (ties: `sel` order)."""
+            pick = np.flatnonzero(in_ds & (alg_col == alg) & (s == src))
+            return pick[np.argsort(trials[pick], kind="stable")]
 
         acc_in = self.ckpts.acc_in
         for alg in algs:
