@@ -119,20 +119,26 @@ def images_html(images: Sequence[Tuple[str, str]]) -> str:
 
 
 def draw_images(out_dir: str, input_dir: str, report, figures,
-                notes: List[str]) -> Tuple[list, list, list]:
-    """Write every PNG of the page; returns (figures, saliency grids, learning curves) as
-    [(file name, caption)]. What cannot be drawn becomes a note on the page."""
-    made = []
+                notes: List[str]) -> Tuple[list, list, list, list]:
+    """Write every file of the page; returns (figures, the text files of grid figures,
+    saliency grids, learning curves), images as [(file name, caption)]. What cannot be drawn
+    becomes a note on the page."""
+    made, tables = [], []
     for path in figures.write(out_dir) if figures is not None else []:
-        if path.endswith(".png"):
-            made.append((os.path.basename(path), os.path.basename(path)[:-4].replace("_", " ")))
+        name = os.path.basename(path)
+        if name.endswith(".png"):
+            made.append((name, name[:-4].replace("_", " ")))
+        else:   # the numbers behind a grid figure: linked under the figures
+            tables.append(name)
     saliency, curves = [], []
     for ds in report.datasets:
         name = file_name("saliency", ds)
         try:
             saliency_figure(input_dir, os.path.join(out_dir, name), dataset=ds)
-            saliency.append((name, f"{ds}: Grad-CAM of each algorithm on the same test-domain "
-                                   "images"))
+            saliency.append((name, f"{ds}: Grad-CAM of one run per algorithm on the same "
+                                   "test-domain images (hparams_seed 0 first; in a grid sweep, "
+                                   "whichever variant comes first: figures saliency --hparam "
+                                   "NAME=VALUE picks one)"))
         except DataError:
             notes.append(f"{ds}: no run has explanations.npz: no saliency grid")
     method = next((m for m in report.methods if m is IIDAccuracySelectionMethod),
@@ -145,7 +151,7 @@ def draw_images(out_dir: str, input_dir: str, report, figures,
                         os.path.join(out_dir, name))
             curves.append((name, f"{ds}: learning curves of the runs selected by "
                                  f"{method.name}"))
-    return made, saliency, curves
+    return made, tables, saliency, curves
 
 
 def write_page(out_dir: str, sweep, report, figures=None, extra_blocks=(),
@@ -156,7 +162,8 @@ def write_page(out_dir: str, sweep, report, figures=None, extra_blocks=(),
     None; `extra_blocks`: more headings/tables (paired comparisons) after the report's."""
     os.makedirs(out_dir, exist_ok=True)
     notes: List[str] = []
-    made, saliency, curves = draw_images(out_dir, sweep.input_dir, report, figures, notes)
+    made, tables, saliency, curves = draw_images(out_dir, sweep.input_dir, report, figures,
+                                                 notes)
     runs = run_states(sweep.input_dir)
     count = Counter(r.state for r in runs)
     failed = [r for r in runs if r.state == FAILED]
@@ -183,6 +190,8 @@ def write_page(out_dir: str, sweep, report, figures=None, extra_blocks=(),
               blocks_html(extra_blocks)]
     parts += ['<h2 id="figures">Figures</h2>\n',
               images_html(made) or '<p class="note">no figure</p>\n',
+              "".join(f'<p><a href="{esc(t)}">{esc(t)}</a>: the numbers behind '
+                      f"{esc(t[:-4])}.png</p>\n" for t in tables),
               '<h2 id="saliency">Saliency</h2>\n', images_html(saliency),
               '<h2 id="curves">Learning curves</h2>\n', images_html(curves)]
     parts += [f'<p class="note">{esc(n)}</p>\n' for n in notes + getattr(figures, "notes", [])]
@@ -191,7 +200,8 @@ def write_page(out_dir: str, sweep, report, figures=None, extra_blocks=(),
     path = os.path.join(out_dir, PAGE)
     with atomic_open(path, "wb") as f:
         f.write("".join(parts).encode("utf-8"))
-    readable([path] + [os.path.join(out_dir, n) for n, _ in made + saliency + curves])
+    readable([path] + [os.path.join(out_dir, n) for n in os.listdir(out_dir)
+                       if n.endswith((".png", ".txt"))])
     return path
 
 
