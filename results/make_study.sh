@@ -62,6 +62,30 @@ done
 
 # Mask quality: the mask-based methods, ALIGN as the annotation-free reference line
 grid digits_mask_quality digits_mask_quality --figures_vs mask_quality
+# Issue 18: the decisive sweep (paired differences with 95% intervals, ID from the ID test
+# split) and its controls (each grid variant a row of its own, paired with its default)
+if present digits_decisive; then
+  rm -rf "$F/digits_decisive"
+  collect digits_decisive --compare_to ERM DRE ALIGN --figures "$F/digits_decisive" \
+    --html "$R/digits_decisive" > "$T/digits_decisive.txt"
+  collect digits_decisive --compare_to ERM DRE ALIGN --markdown > "$T/digits_decisive.md"
+fi
+control() {  # control <sweep> <--split_by names...> -- <--compare_to references...>
+  local sweep=$1; shift
+  local split=() refs=()
+  while [ "$1" != "--" ]; do split+=("$1"); shift; done; shift
+  refs=("$@")
+  present "$sweep" || return 0
+  collect "$sweep" --selection training_domain --split_by "${split[@]}" \
+    --compare_to "${refs[@]}" --html "$R/$sweep" > "$T/$sweep.txt"
+}
+control digits_controls_targets res_target_rescale gradia_target_rescale -- \
+  '[res_target_rescale=true]' '[gradia_target_rescale=true]'
+control digits_controls_graph align_create_graph cam_create_graph -- \
+  'ALIGN[align_create_graph=true]' 'ALIGN[align_create_graph=false]'
+control digits_controls_align_loss align_loss align_l3 -- \
+  'ALIGN[align_l3=0.1,align_loss=bce]' 'ALIGN[align_l3=0.1,align_loss=l1]'
+control digits_controls_mask_quality mask_quality -- '[mask_quality=gt]'
 
 # The learning-curve runs: their page (run list, tables, curves of the selected runs)
 collect digits_curves --html "$R/digits_curves" > /dev/null
