@@ -16,4 +16,9 @@ DATASET_ENVIRONMENTS = {
     "SpuriousDigits": ("plain", "noise", "stripes", "gradient"),
     "VLCS": ("C", "L", "S", "V"),
     "TerraIncognita": ("L100", "L38", "L43", "L46"),
+    "PACS": ("A", "C", "P", "S"),
+    "OfficeHome": ("A", "C", "P", "R"),
+    "DomainNet": ("clip", "info", "paint", "quick", "real", "sketch"),
 }
+# DomainFolder is not listed: its names come from the folder it reads. The trainer writes them
+# into every record (`domain_names`), which is where the collector finds them.

@@ -124,7 +124,7 @@ def test_env_lists(n_envs: int, task: str, single_test_envs: bool,
     out = []
     for i in range(n_envs):
         out.append([i])
-        if not single_test_envs:
+        if not single_test_envs and n_envs > 2:  # with two domains a pair leaves none to train on
             out += [[i, j] for j in range(i + 1, n_envs)]
     return out
 
@@ -140,7 +140,7 @@ def make_args_list(cfg: dict) -> List[dict]:
     for trial_seed in range(cfg["n_trials"]):
         for dataset in cfg["datasets"]:
             for algorithm, task in ((a, t) for a in cfg["algorithms"] for t in tasks(cfg)):
-                for test_envs in test_env_lists(n_environments(dataset), task,
+                for test_envs in test_env_lists(n_environments(dataset, cfg["data_dir"]), task,
                                                 cfg["single_test_envs"], cfg["test_envs"]):
                     for variant, hparams_seed in itertools.product(
                             grid_variants(cfg["hparams_grid"]),
@@ -186,11 +186,11 @@ def job_hparams(shared: Optional[str], own: dict) -> str:
     return json.dumps({**(json.loads(shared) if shared else {}), **own}, sort_keys=True)
 
 
-def n_environments(dataset: str) -> int:
+def n_environments(dataset: str, data_dir: Optional[str] = None) -> int:
     envs = catalog.DATASET_ENVIRONMENTS.get(dataset)
-    if envs is None:  # a plug-in dataset: ask the registry (imports torch)
+    if envs is None:  # DomainFolder or a plug-in: ask the registry (imports torch)
         from domainbed_align.datasets import get_dataset_class
-        envs = get_dataset_class(dataset).environments()
+        envs = get_dataset_class(dataset).environments(data_dir)
     return len(envs)
 
 
@@ -539,11 +539,11 @@ def check_config(cfg: dict, source: dict) -> None:
                               f"algorithms ({', '.join(cfg['algorithms'])})")
     for ds in cfg["datasets"]:
         if ds not in catalog.DATASET_ENVIRONMENTS:
-            n_environments(ds)  # unknown name: the registry's error lists the known ones
-        bad = [i for i in cfg["test_envs"] or () if not 0 <= i < n_environments(ds)]
+            n_environments(ds, cfg["data_dir"])  # unknown name: the registry's error lists the known ones
+        bad = [i for i in cfg["test_envs"] or () if not 0 <= i < n_environments(ds, cfg["data_dir"])]
         if bad:
             raise ConfigError(f"--test_envs {bad[0]}: {ds} has domains 0 to "
-                              f"{n_environments(ds) - 1}")
+                              f"{n_environments(ds, cfg['data_dir']) - 1}")
 
 
 def check_launch(cfg: dict) -> None:

@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from domainbed_align import hparams_registry
+from domainbed_align import catalog, hparams_registry
 from domainbed_align.algorithms import get_algorithm_class
 from domainbed_align.datasets import get_dataset_class
 from domainbed_align.datasets.masks import require_masks
@@ -200,12 +200,13 @@ class Trainer:
         c = self.config
         dataset_cls = get_dataset_class(c.dataset)
         algorithm_cls = get_algorithm_class(c.algorithm)
-        n_envs = len(dataset_cls.environments())
+        self.domain_names = list(dataset_cls.environments(c.data_dir))
+        n_envs = len(self.domain_names)
         bad = [t for t in c.test_envs if not 0 <= t < n_envs]
         if bad or not c.test_envs or len(set(c.test_envs)) != len(c.test_envs):
             raise ConfigError(f"--test_envs {' '.join(map(str, c.test_envs))} invalid for {c.dataset}: "
                               f"give distinct indices in 0..{n_envs - 1} "
-                              f"({', '.join(f'{i}={e}' for i, e in enumerate(dataset_cls.environments()))})")
+                              f"({', '.join(f'{i}={e}' for i, e in enumerate(dataset_cls.environments(c.data_dir)))})")
         if len(c.test_envs) >= n_envs:
             raise ConfigError(f"--test_envs leaves no training domain for {c.dataset}")
         if c.task == "single_source" and len(c.test_envs) != n_envs - 1:
@@ -376,6 +377,10 @@ class Trainer:
                     record.update({k: float(np.mean(v)) for k, v in checkpoint_vals.items()})
                     record.update(self._evaluate())
                     record["mem_gb"] = _mem_gb()
+                    if c.dataset not in catalog.DATASET_ENVIRONMENTS:
+                        # a dataset whose domains are its folders (DomainFolder): the table
+                        # columns travel with the records; the others' records stay upstream's
+                        record["domain_names"] = self.domain_names
                     record.update({"hparams": self.hparams, "args": c.record_args()})
                     records.append(record)
                     self.events.record(record)

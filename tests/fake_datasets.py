@@ -124,6 +124,69 @@ def write_terra_archives(folder):
     return img_path, ann_path, {k: images[f"eccv_18_all_images_sm/{v}"] for k, v in expected.items()}
 
 
+def write_zip(path, members: dict) -> None:
+    """`members`: archive name -> bytes (a zip, as upstream's PACS, OfficeHome and DomainNet)."""
+    import zipfile
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+# Fabricated archives of the datasets upstream downloads as zips: a few classes, a few real
+# JPEGs per class, under the prefix and with the extra files each real archive has.
+PACS_DOMAINS = ("art_painting", "cartoon", "photo", "sketch")
+OFFICE_HOME_DOMAINS = ("Art", "Clipart", "Product", "Real World")
+DOMAIN_NET_DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
+
+
+def folder_members(prefix: str, domains, classes, per_class: int, seed0: int = 0,
+                   size=(8, 6)) -> dict:
+    """`<prefix><domain>/<class>/<k>.jpg` for every domain and class, `per_class` each."""
+    members, seed = {}, seed0
+    for domain in domains:
+        for cls in classes:
+            for k in range(per_class):
+                seed += 1
+                members[f"{prefix}{domain}/{cls}/{cls}_{k:03d}.jpg"] = jpeg_bytes(seed, size)
+    return members
+
+
+def _classes(name):
+    from domainbed_align.datasets.image_folder import DomainNet, OfficeHome, PACS
+    return {"PACS": PACS, "OfficeHome": OfficeHome, "DomainNet": DomainNet}[name].CLASSES
+
+
+def pacs_members(classes=None, per_class=2) -> dict:
+    """PACS.zip: kfold/<domain>/<class>/ (upstream renames kfold to PACS), plus macOS junk."""
+    classes = classes or _classes("PACS")
+    return {"kfold/.DS_Store": b"junk", **folder_members("kfold/", PACS_DOMAINS, classes, per_class)}
+
+
+def office_home_members(classes=None, per_class=1) -> dict:
+    """office_home.zip: OfficeHomeDataset_10072016/<Domain>/<class>/ and its two index files."""
+    prefix = "OfficeHomeDataset_10072016/"
+    return {f"{prefix}ImageInfo.csv": b"image,artist\n", f"{prefix}imagelist.txt": b"x\n",
+            **folder_members(prefix, OFFICE_HOME_DOMAINS, classes or _classes("OfficeHome"),
+                             per_class, seed0=100)}
+
+
+def domain_net_members(two=("The_Eiffel_Tower", "zigzag")) -> dict:
+    """{domain: members of <domain>.zip}, each holding <domain>/<class>/<image>: one image of
+    every class, two of the classes in `two`."""
+    out = {}
+    for i, d in enumerate(DOMAIN_NET_DOMAINS):
+        out[d] = folder_members("", [d], _classes("DomainNet"), 1, seed0=200 + 400 * i)
+        out[d].update(folder_members("", [d], two, 2, seed0=200 + 400 * i))
+    return out
+
+
+def expected_counts(members: dict, domains) -> dict:
+    """--expected_counts of a fabricated archive: per-domain image counts and the total."""
+    counts = {d: sum(1 for k in members if d in k.split("/")[:-1] and k.endswith(".jpg"))
+              for d in domains}
+    return {"total": sum(counts.values()), **counts}
+
+
 def tree(root) -> dict:
     """{relative path: bytes} of every non-hidden file under `root`."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))

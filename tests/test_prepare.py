@@ -303,8 +303,8 @@ def test_bad_usage_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         prepare.main(["--data_dir", str(tmp_path)])
     assert e.value.code == 2
-    code, _, err = run(capsys, "--dataset", "PACS", "--data_dir", tmp_path)
-    assert code == 2 and "no folder layout for dataset 'PACS'" in err
+    code, _, err = run(capsys, "--dataset", "SVIRO", "--data_dir", tmp_path)
+    assert code == 2 and "prepare knows VLCS, TerraIncognita, PACS, OfficeHome, DomainNet, not 'SVIRO'" in err
     code, _, err = run(capsys, "--dataset", "TerraIncognita", "--data_dir", tmp_path,
                        "--url", "http://mirror/x.tar.gz")
     assert code == 2 and "write --url NAME=VALUE" in err

@@ -34,7 +34,9 @@ class MultipleDomainDataset:
         return len(self.datasets)
 
     @classmethod
-    def environments(cls) -> Sequence[str]:
+    def environments(cls, data_dir: Optional[str] = None) -> Sequence[str]:
+        """Table column names in domain order; `data_dir` for datasets named by their folders
+        (DomainFolder)."""
         return DATASET_ENVIRONMENTS.get(cls.__name__, cls.ENVIRONMENTS)
 
 

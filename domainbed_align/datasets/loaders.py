@@ -67,6 +67,8 @@ def labels_of(dataset: Dataset) -> torch.Tensor:
     """Every item's label without decoding images (in-memory y, or an image folder's items)."""
     if isinstance(dataset, TensorDomain):
         return dataset.y
+    if hasattr(dataset, "labels"):  # image folders: the index's label array
+        return torch.as_tensor(dataset.labels)
     if hasattr(dataset, "items"):
         return torch.as_tensor([label for _, label in dataset.items])
     return torch.as_tensor([int(item[1]) for item in dataset])

@@ -236,10 +236,10 @@ def make_masks(dataset: str, data_dir: str, out: str, generator, batch_size: int
         raise ConfigError(f"{dataset} is not an image-folder dataset (it has its own masks or "
                           f"none); pass one of the image-folder datasets, e.g. VLCS")
     ds = dataset_cls(data_dir, [], {"data_augmentation": False})  # checks the folder layout
-    base = os.path.join(data_dir, dataset_cls.DIR)
-    jobs = [(d, path, label) for d, env in zip(dataset_cls.DOMAIN_DIRS, ds.datasets)
-            for path, label in env.items]
-    stats = {d: {"written": 0, "skipped": 0, "areas": []} for d in dataset_cls.DOMAIN_DIRS}
+    base = ds.base
+    jobs = [(d, env.index.path(i), int(env.index.labels[i]))
+            for d, env in zip(ds.domain_dirs, ds.datasets) for i in range(len(env))]
+    stats = {d: {"written": 0, "skipped": 0, "areas": []} for d in ds.domain_dirs}
     todo = []
     for d, path, label in jobs:
         target = mask_path(out, base, path)
@@ -278,8 +278,10 @@ def summary(stats: Dict[str, dict]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=MASKS_COMMAND, description=__doc__.split("\n")[0],
                                 epilog=f"example: {EXAMPLE}")
-    p.add_argument("--dataset", required=True, help="image-folder dataset (VLCS, TerraIncognita)")
-    p.add_argument("--data_dir", required=True, help="folder that holds the dataset's folder")
+    p.add_argument("--dataset", required=True, help="image-folder dataset (VLCS, PACS, OfficeHome, "
+                                                     "TerraIncognita, DomainNet, DomainFolder)")
+    p.add_argument("--data_dir", required=True, help="folder that holds the dataset's folder "
+                                                      "(DomainFolder: the tree itself)")
     p.add_argument("--out", required=True, help="mask folder to write (pass it as --mask_dir)")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--batch_size", type=int, default=16)

@@ -1,6 +1,10 @@
-"""Prepare VLCS / TerraIncognita in DomainBed's layout, and fetch ImageNet backbone weights.
+"""Prepare DomainBed's image datasets in its layout, and fetch ImageNet backbone weights.
 
     python -m domainbed_align.datasets.prepare --dataset VLCS --data_dir D
+    python -m domainbed_align.datasets.prepare --dataset PACS --data_dir D [--archive PACS.zip]
+    python -m domainbed_align.datasets.prepare --dataset OfficeHome --data_dir D
+    python -m domainbed_align.datasets.prepare --dataset DomainNet --data_dir D \\
+        [--archive clipart.zip ... --archive sketch.zip --archive domain_net_duplicates.txt]
     python -m domainbed_align.datasets.prepare --dataset TerraIncognita --data_dir D \\
         [--archive eccv_18_all_images_sm.tar.gz --archive caltech_camera_traps.json.zip]
     python -m domainbed_align.datasets.prepare --weights resnet50 [--weights resnet18] [--out DIR]
@@ -43,12 +47,21 @@ class Source:
 
     url: str
     filename: str
-    holds: str                  # "images" or "annotations": how an unnamed --archive is told apart
+    holds: str                  # "images", "annotations" or "list": how an unnamed --archive is told apart
     sha256: Optional[str] = None
     size: Optional[int] = None
+    domain: Optional[str] = None  # the one domain folder an archive of a multi-archive dataset holds
 
 
 LILA = "https://storage.googleapis.com/public-datasets-lila/caltechcameratraps"
+DOMAINNET = "http://csr.bu.edu/ftp/visda/2019/multi-source"
+
+
+def _gdrive(file_id: str) -> str:
+    return (f"https://drive.usercontent.google.com/download?id={file_id}&export=download"
+            f"&confirm=t")
+
+
 SOURCES: Dict[str, Dict[str, Source]] = {
     # upstream DomainBed's download.py: gdown of Google Drive file 1skwblH1_okBwxWxmRsp9_qi15hyPpxg8
     "VLCS": {"archive": Source(
@@ -63,6 +76,22 @@ SOURCES: Dict[str, Dict[str, Source]] = {
                               "caltech_camera_traps.json.zip", "annotations"),
         "images": Source(f"{LILA}/eccv_18_all_images_sm.tar.gz", "eccv_18_all_images_sm.tar.gz",
                          "images", size=6_492_615_601),
+    },
+    # upstream's download.py: Google Drive files (PACS.zip holds kfold/<domain>/<class>/,
+    # office_home.zip holds OfficeHomeDataset_10072016/<Domain>/<class>/)
+    "PACS": {"archive": Source(_gdrive("1JFr8f805nMUelQWWmfnJR3y4_SYoN5Pd"), "PACS.zip", "images")},
+    "OfficeHome": {"archive": Source(_gdrive("1uY0pj7oFsjMxRwaD3Sxy0jgel0fsYXLC"),
+                                     "office_home.zip", "images")},
+    # upstream's download.py: one zip per domain from the DomainNet site (the cleaned clipart
+    # and painting under groundtruth/), then the files of upstream's duplicate list are deleted.
+    # The small list goes first: a dead link shows before 20 GB are fetched.
+    "DomainNet": {
+        "duplicates": Source("https://raw.githubusercontent.com/facebookresearch/DomainBed/main/"
+                             "domainbed/misc/domain_net_duplicates.txt",
+                             "domain_net_duplicates.txt", "list"),
+        **{d: Source(f"{DOMAINNET}/{'groundtruth/' if d in ('clipart', 'painting') else ''}{d}.zip",
+                     f"{d}.zip", "images", domain=d)
+           for d in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")},
     },
 }
 TERRA_LOCATIONS = ("38", "43", "46", "100")
@@ -180,16 +209,22 @@ def _first_file(path: str) -> str:
 
 # -- builders ------------------------------------------------------------------------------------
 
-def build_vlcs(archives: Dict[str, str], tmp: str, layout: Layout) -> dict:
-    """Copy `<...>/<Domain>/<class>/<image>` members of the archive into `tmp/<Domain>/<class>/`."""
-    archive = archives["archive"]
-    domains, classes = set(layout.domains), set(layout.classes)
-    copied = skipped = 0
+def copy_image_folders(archive: str, tmp: str, layout: Layout, only_domain: Optional[str] = None,
+                       drop: Set[str] = frozenset()) -> Tuple[int, int, int]:
+    """Copy the `<...>/<Domain>/<class>/<image>` members of one archive into
+    `tmp/<Domain>/<class>/`; returns (copied, skipped files, dropped by `drop`).
+
+    `only_domain`: the archive must hold that domain only (DomainNet's one zip per domain);
+    `drop`: `<Domain>/<class>/<image>` paths left out (DomainNet's duplicate list).
+    """
+    domains = {only_domain} if only_domain else set(layout.domains)
+    classes = set(layout.classes)
+    copied = skipped = dropped = 0
     first, unexpected = "", []
-    for m in iter_members(archive, "building VLCS"):
+    for m in iter_members(archive, f"building {layout.name}"):
         parts = [p for p in m.name.split("/") if p not in ("", ".")]
         name = parts[-1] if parts else ""
-        if name.startswith(".") or not is_image(name):
+        if name.startswith(".") or not is_image(name) or "__MACOSX" in parts:
             skipped += 1
             continue
         first = first or m.name
@@ -197,23 +232,64 @@ def build_vlcs(archives: Dict[str, str], tmp: str, layout: Layout) -> dict:
         if not at:
             skipped += 1
             if not copied and skipped >= 200:
-                break  # 200 images and none in a VLCS domain folder: another dataset
+                break  # 200 images and none in a domain folder of this dataset: another dataset
             continue
         domain, rest = parts[at[-1]], parts[at[-1] + 1:]
         if len(rest) != 2 or rest[0] not in classes or ".." in rest:
             unexpected.append(m.name)
             continue
+        if f"{domain}/{rest[0]}/{rest[1]}" in drop:
+            dropped += 1
+            continue
         m.copy_to([os.path.join(tmp, domain, rest[0], rest[1])])
         copied += 1
-    if not copied:
-        raise DataError(f"{archive} does not look like DomainBed's VLCS archive: no image lies "
-                        f"in <Domain>/<class>/ with domains {', '.join(layout.domains)} "
-                        f"(first image: {first or 'none'})")
+    what = f"{layout.name}'s {only_domain} archive" if only_domain else \
+        f"DomainBed's {layout.name} archive"
+    if not copied and not dropped:
+        raise DataError(f"{archive} does not look like {what}: no image lies in <Domain>/<class>/ "
+                        f"with domain{' ' + only_domain if only_domain else 's ' + ', '.join(layout.domains)} "
+                        f"and {layout.name}'s classes (first image: {first or 'none'})")
     if unexpected:
-        raise DataError(f"{archive} has {len(unexpected)} images outside VLCS's "
+        raise DataError(f"{archive} has {len(unexpected)} images outside {layout.name}'s "
                         f"<Domain>/<class>/ folders (first: {unexpected[0]}); is it another "
                         f"dataset or version?")
+    return copied, skipped, dropped
+
+
+def build_image_folders(archives: Dict[str, str], tmp: str, layout: Layout) -> dict:
+    """VLCS, PACS, OfficeHome: one archive holding every domain folder (under any prefix)."""
+    copied, skipped, _ = copy_image_folders(archives["archive"], tmp, layout)
     return {"images": copied, "skipped_files": skipped}
+
+
+def read_duplicates(path: str) -> Set[str]:
+    """Upstream's domain_net_duplicates.txt: one `<domain>/<class>/<image>` path a line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read the duplicate list {path} ({e}); download or copy "
+                        f"domain_net_duplicates.txt again") from None
+    paths = {line for line in lines if line}
+    domains = set(get_layout("DomainNet").domains)
+    bad = sorted(p for p in paths if p.split("/")[0] not in domains or p.count("/") != 2)
+    if bad:
+        raise DataError(f"{path} is not DomainNet's duplicate list: {len(bad)} line(s) are not "
+                        f"<domain>/<class>/<image> (first: {bad[0]!r})")
+    return paths
+
+
+def build_domain_net(archives: Dict[str, str], tmp: str, layout: Layout) -> dict:
+    """Six zips, one per domain; the files of upstream's duplicate list are left out."""
+    drop = read_duplicates(archives["duplicates"])
+    stats = {"images": 0, "skipped_files": 0, "duplicates_removed": 0,
+             "duplicates_listed": len(drop)}
+    for domain in layout.domains:
+        copied, skipped, dropped = copy_image_folders(archives[domain], tmp, layout, domain, drop)
+        stats["images"] += copied
+        stats["skipped_files"] += skipped
+        stats["duplicates_removed"] += dropped
+    return stats
 
 
 def read_camera_trap_annotations(path: str) -> Dict[str, Set[Tuple[str, str]]]:
@@ -290,7 +366,9 @@ def build_terra_incognita(archives: Dict[str, str], tmp: str, layout: Layout) ->
             "multi_class_images": sum(len(targets[k]) > 1 for k in found)}
 
 
-BUILDERS = {"VLCS": build_vlcs, "TerraIncognita": build_terra_incognita}
+BUILDERS = {"VLCS": build_image_folders, "TerraIncognita": build_terra_incognita,
+            "PACS": build_image_folders, "OfficeHome": build_image_folders,
+            "DomainNet": build_domain_net}
 
 
 # -- the prepare command -------------------------------------------------------------------------
@@ -321,11 +399,14 @@ def _named(values: List[str], sources: Dict[str, Source], flag: str, dataset: st
 def _resolve_archives(dataset: str, values: List[str]) -> Dict[str, str]:
     sources = SOURCES[dataset]
     named, unnamed = _named(values, sources, "--archive", dataset, allow_unnamed=True)
-    for path in unnamed:  # tell them apart by their first file
-        first = _first_file(path) if os.path.isfile(path) else ""
-        holds = "annotations" if first.lower().endswith(".json") else \
+    for path in unnamed:  # tell them apart by their first file (a list by its name)
+        is_list = path.lower().endswith(".txt")
+        first = _first_file(path) if os.path.isfile(path) and not is_list else ""
+        holds = "list" if is_list else "annotations" if first.lower().endswith(".json") else \
             "images" if is_image(first) else None
-        key = next((k for k, s in sources.items() if s.holds == holds), None)
+        parts = first.split("/")
+        key = next((k for k, s in sources.items() if s.holds == holds
+                    and (s.domain is None or s.domain in parts[:-1])), None)
         if key is None or key in named:
             raise ConfigError(f"cannot tell which of {dataset}'s sources --archive {path} is "
                               f"(first file: {first or 'none'}); write --archive NAME=PATH with "
@@ -367,11 +448,20 @@ def _final_check(folder: str, layout: Layout, expected: Optional[dict]) -> Repor
     return report
 
 
+def _preparable(dataset: str) -> None:
+    if dataset not in SOURCES:
+        hint = ("; DomainFolder reads a tree you already have: check it with `python -m "
+                "domainbed_align.datasets.check --dataset DomainFolder --data_dir TREE`"
+                if dataset == "DomainFolder" else "")
+        raise ConfigError(f"prepare knows {', '.join(SOURCES)}, not {dataset!r}{hint}")
+
+
 def prepare_dataset(dataset: str, data_dir: str, archives: Sequence[str] = (),
                     urls: Sequence[str] = (), sha256s: Sequence[str] = (),
                     expected: Optional[dict] = None, keep_downloads: bool = False,
                     timeout: float = 30.0) -> str:
     """Build `<data_dir>/<folder>`; returns its path. Raises DomainBedAlignError subclasses."""
+    _preparable(dataset)
     layout = get_layout(dataset)
     sources = SOURCES[dataset]
     url_of, _ = _named(list(urls), sources, "--url", dataset)
@@ -513,11 +603,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m domainbed_align.datasets.prepare",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", help="VLCS or TerraIncognita")
-    p.add_argument("--data_dir", help="folder that receives <data_dir>/VLCS or terra_incognita")
+    p.add_argument("--dataset", help="VLCS, PACS, OfficeHome, TerraIncognita or DomainNet")
+    p.add_argument("--data_dir", help="folder that receives <data_dir>/VLCS, PACS, office_home, "
+                                      "terra_incognita or domain_net")
     p.add_argument("--archive", action="append", default=[], metavar="[NAME=]PATH",
                    help="use an archive you have instead of downloading (TerraIncognita: images "
-                        "and annotations; told apart by content, or named images=/annotations=)")
+                        "and annotations; DomainNet: one zip per domain and the duplicate list; "
+                        "told apart by content, or named, e.g. images=PATH, sketch=PATH)")
     p.add_argument("--url", action="append", default=[], metavar="[NAME=]URL",
                    help="download from this mirror instead")
     p.add_argument("--sha256", action="append", default=[], metavar="[NAME=]HEX",
@@ -551,6 +643,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if a.weights:
             fetch_weights(a.weights, a.out, a.timeout)
         if a.dataset:
+            _preparable(a.dataset)
             layout = get_layout(a.dataset)
             prepare_dataset(a.dataset, a.data_dir, a.archive, a.url, a.sha256,
                             parse_expected(a.expected_counts, layout), a.keep_downloads,

@@ -98,7 +98,7 @@ def _run(a: argparse.Namespace) -> int:
     saved = load_run(a.run_dir, a.model, device)
     args = saved["args"]
     dataset_cls = get_dataset_class(args["dataset"])
-    names = list(dataset_cls.environments())
+    names = list(dataset_cls.environments(a.data_dir if a.data_dir is not None else args.get("data_dir")))
     if not 0 <= a.env < len(names):
         raise ConfigError(f"--env {a.env} is out of range for {args['dataset']}: "
                           f"give 0..{len(names) - 1} ({', '.join(f'{i}={e}' for i, e in enumerate(names))})")

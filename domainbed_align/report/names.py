@@ -1,6 +1,8 @@
 """Names and orders shared by every table and figure: metrics with their direction, dataset
-order and column names, algorithm order. Pure data and small functions; no pandas."""
+order and column names, algorithm order. Pure data and small functions."""
 from typing import List, Optional, Sequence
+
+import numpy as np
 
 from domainbed_align import catalog
 from domainbed_align.lib.errors import ConfigError
@@ -83,9 +85,18 @@ def dataset_order(names: Sequence[str]) -> List[str]:
     return [d for d in known if d in names] + sorted(n for n in names if n not in known)
 
 
-def environment_names(dataset: str, n_envs: int) -> List[str]:
+def environment_names(dataset: str, n_envs: int, sweep=None) -> List[str]:
+    """Column names: the catalog's, upstream's, else those the runs recorded (`domain_names`,
+    written by our trainer: DomainFolder's come from the data folder; `sweep` is a
+    `records.Sweep`), else env0, env1, ..."""
     envs = catalog.DATASET_ENVIRONMENTS.get(dataset) or \
         UPSTREAM_DATASET_ENVIRONMENTS.get(dataset)
+    if envs is None and sweep is not None:
+        rows = np.flatnonzero(sweep.ckpts.meta["dataset"].to_numpy() == dataset)[:1]
+        names = next(iter(sweep.records_at(rows).values()), {}).get("domain_names")
+        if isinstance(names, list) and len(names) == n_envs and \
+                all(isinstance(n, str) for n in names):
+            envs = names
     if envs is not None:
         return list(envs)
     return [f"env{i}" for i in range(n_envs)]

@@ -117,7 +117,7 @@ class Report(Selected):
             elif self.fmt == "markdown":
                 self.emit(f"\n## Model selection: {method.name}\n")
             for ds in self.datasets:
-                envs = environment_names(ds, self.n_envs[ds])
+                envs = environment_names(ds, self.n_envs[ds], self.sweep)
                 rows = cells_by_env(sel, "test_acc", ds, self.algorithms, "test_env",
                                     len(envs), self.fmt)
                 self.table(f"Dataset: {ds}, model selection method: {method.name}",
@@ -144,7 +144,7 @@ class Report(Selected):
         for method in self.methods:
             sel = self.index[method]
             for ds in self.datasets:
-                envs = environment_names(ds, self.n_envs[ds])
+                envs = environment_names(ds, self.n_envs[ds], self.sweep)
                 for col, what in (("ood_acc", "OOD test-domain accuracy"),
                                   ("id_acc", "ID training-domain accuracy on "
                                    + self.id_what(ds, method))):
@@ -229,7 +229,7 @@ class Report(Selected):
         recs = self.sweep.records_at(r) if (self.has_idtest and len(r)) else {}
         s = sel["source"].to_numpy(dtype=np.int64)
         ne = self.n_envs[ds]
-        envs = environment_names(ds, ne)
+        envs = environment_names(ds, ne, self.sweep)
         in_ds = sel["dataset"].to_numpy() == ds
         alg_col, trials = sel["algorithm"].to_numpy(), sel["trial_seed"].to_numpy()
 
