@@ -1,7 +1,11 @@
 """Expected GPU hours of a sweep, from a measured step-cost table (benchmarks/step_cost.py).
 
     python benchmarks/gpu_hours.py --costs results/benchmarks/step_cost_h200.txt \
-        --config sweeps/vlcs_paper.json [--config sweeps/terra_paper.json]
+        --config sweeps/vlcs_paper.json [--config sweeps/terra_paper.json] \
+        [--costs results/benchmarks/step_cost_h200_bf16.txt]
+
+With several --costs (float32 and bf16 tables, say), one table per file and a last line per
+file with its total and its share of the first file's.
 
 For each job of the sweep (its own job list, via the sweep command's code) the training time is
 steps x the measured ms per update of its algorithm on ResNet-50, scaled linearly by the number
@@ -44,6 +48,10 @@ def sweep_hours(config: str, costs: dict) -> dict:
     """(dataset, algorithm, task) -> (jobs, GPU hours)."""
     _, cfg, _ = sweep.resolve(["status", "--config", config])
     out = defaultdict(lambda: [0, 0.0])
+    missing = sorted(set(cfg["algorithms"]) - set(costs))
+    if missing:
+        sys.exit(f"error: the step-cost table has no {', '.join(missing)}; run "
+                 f"benchmarks/step_cost.py --resnet with every algorithm of {config}")
     for args in sweep.make_args_list(cfg):
         n_envs = len(catalog.DATASET_ENVIRONMENTS[args["dataset"]])
         n_train = n_envs - len(args["test_envs"])
@@ -55,15 +63,12 @@ def sweep_hours(config: str, costs: dict) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--costs", required=True)
-    p.add_argument("--config", action="append", required=True)
-    a = p.parse_args(argv)
-    costs = resnet_costs(a.costs)
-    print(f"step costs (ms per update, ResNet-50, 3 x 32 images): {a.costs}")
+def report(costs_path: str, configs) -> float:
+    """Print the tables of one step-cost file; returns the GPU hours of all sweeps."""
+    costs = resnet_costs(costs_path)
+    print(f"step costs (ms per update, ResNet-50, 3 x 32 images): {costs_path}")
     grand = 0.0
-    for config in a.config:
+    for config in configs:
         rows = sweep_hours(config, costs)
         print(f"\n{config}")
         print(f"{'dataset':<16}{'algorithm':<10}{'task':<24}{'jobs':>6}{'GPU h':>9}")
@@ -74,6 +79,19 @@ def main(argv=None) -> int:
         print(f"{'total':<50}{sum(n for n, _ in rows.values()):>6}{total:>9.1f}")
         grand += total
     print(f"\nall sweeps: {grand:.0f} GPU hours of training updates")
+    return grand
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--costs", action="append", required=True)
+    p.add_argument("--config", action="append", required=True)
+    a = p.parse_args(argv)
+    totals = [report(path, a.config) for path in a.costs]
+    if len(totals) > 1:
+        print()
+        for path, total in zip(a.costs, totals):
+            print(f"{path}: {total:.0f} GPU hours, {total / totals[0]:.0%} of {a.costs[0]}")
     return 0
 
 

@@ -8,6 +8,10 @@ above 1.2x its FLOP ratio, i.e. no overhead beyond the compute the method needs.
 algorithms get a fixed rectangular mask per image.
 
     python benchmarks/step_cost.py [--device cuda] [--repeats 10] [--resnet] [--algorithms ERM SGT]
+        [--precision bf16]
+
+`--precision bf16` builds every algorithm with that hparam (channels-last ResNet) and times each
+update under the trainer's bfloat16 autocast (lib/precision.py), as a bf16 run trains.
 """
 import argparse
 import time
@@ -18,6 +22,7 @@ from torch.utils.flop_counter import flop_registry
 
 from domainbed_align import hparams_registry
 from domainbed_align.algorithms import ALGORITHMS, get_algorithm_class
+from domainbed_align.lib import precision
 
 
 def build(name, dataset, input_shape, num_classes, device, overrides):
@@ -46,14 +51,20 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def update(alg, mbs, device):
+    """One update as the trainer runs it: under autocast when the hparams ask for bf16."""
+    with precision.autocast(precision.of(alg.hparams), device):
+        return alg.update(mbs)
+
+
 def time_update(alg, mbs, device, repeats, warmup=3):
     for _ in range(warmup):
-        alg.update(mbs)
+        update(alg, mbs, device)
     sync(device)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        alg.update(mbs)
+        update(alg, mbs, device)
         sync(device)
         times.append(time.perf_counter() - t0)
     times.sort()
@@ -77,9 +88,9 @@ class FlopCount(TorchDispatchMode):
         return out
 
 
-def flops_update(alg, mbs):
+def flops_update(alg, mbs, device):
     with FlopCount() as counter:
-        alg.update(mbs)
+        update(alg, mbs, device)
     return counter.total
 
 
@@ -91,16 +102,23 @@ def main(argv=None):
     p.add_argument("--small_batch", type=int, default=64, help="per domain, 28 px")
     p.add_argument("--resnet_batch", type=int, default=4, help="per domain, 224 px")
     p.add_argument("--resnet", action="store_true", help="also ResNet-50 at 224 px")
+    p.add_argument("--resnet_size", type=int, default=224, help=argparse.SUPPRESS)  # CPU smoke runs
     p.add_argument("--skip_resnet", action="store_true", help=argparse.SUPPRESS)  # old flag: default now
     p.add_argument("--algorithms", nargs="+", default=ALGORITHMS)
+    p.add_argument("--precision", default="fp32", choices=precision.PRECISIONS,
+                   help="the hparam: bf16 = autocast + channels-last ResNet + cudnn.benchmark")
     args = p.parse_args(argv)
+    precision.configure_backends(args.precision, args.device)
     names = ["ERM"] + [n for n in args.algorithms if n != "ERM"]
-    settings = [("small CNN 28px", "SpuriousDigits", (3, 28, 28), 10, args.small_batch, {})]
+    prec = {"precision": args.precision}
+    settings = [("small CNN 28px", "SpuriousDigits", (3, 28, 28), 10, args.small_batch, prec)]
     if args.resnet and not args.skip_resnet:
-        settings.append(("ResNet-50 224px", "VLCS", (3, 224, 224), 5, args.resnet_batch, {"pretrained": False}))
+        size = args.resnet_size
+        settings.append((f"ResNet-50 {size}px", "VLCS", (3, size, size), 5, args.resnet_batch,
+                         {"pretrained": False, **prec}))
     cuda = args.device.startswith("cuda")
     print(f"device: {args.device} ({torch.cuda.get_device_name() if cuda else torch.get_num_threads()}"
-          f"{'' if cuda else ' threads'}), torch {torch.__version__}")
+          f"{'' if cuda else ' threads'}), torch {torch.__version__}, precision {args.precision}")
     ok = True
     for label, dataset, shape, k, batch, overrides in settings:
         print(f"\n{label}, batch {batch * 3} (3 domains x {batch})")
@@ -108,7 +126,7 @@ def main(argv=None):
         mbs = batches(shape, k, batch, args.device)
         algs = {n: build(n, dataset, shape, k, args.device, overrides) for n in names}
         inputs = {n: mbs if a.NEEDS_MASKS else [b[:2] for b in mbs] for n, a in algs.items()}
-        flops = {n: flops_update(a, inputs[n]) for n, a in algs.items()}
+        flops = {n: flops_update(a, inputs[n], args.device) for n, a in algs.items()}
         best = {n: float("inf") for n in names}
         for _ in range(args.rounds):  # interleaved so that drift of the machine hits all alike
             for n, a in algs.items():

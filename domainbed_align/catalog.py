@@ -8,7 +8,7 @@ ENVIRONMENTS from here, so the names are written once.
 # Row order of result tables. Registered algorithms not listed here (plug-ins) come after,
 # in registration order.
 ALGORITHM_ORDER = ("ERM", "SGT", "DRE", "GRADIA", "RES", "CARE", "RRR", "GradMask", "HAICS",
-                   "ActDiff", "ALIGN")
+                   "ActDiff", "ALIGN", "ALIGN_VREx", "ALIGN_IRM")
 
 # Dataset name -> ENVIRONMENTS (table column headers), in domain-index order.
 DATASET_ENVIRONMENTS = {

@@ -5,6 +5,7 @@ hparam never changes the draws of the others. Values are native Python types (JS
 Algorithms declare their block with `@algorithm_hparams("NAME")`; datasets with
 `@dataset_hparams("NAME")`. Plug-ins use the same decorators.
 """
+import json
 from typing import Callable, Dict, Tuple
 
 import numpy as np
@@ -66,6 +67,9 @@ def _hparams(algorithm: str, dataset: str, random_seed: int) -> Dict[str, Tuple[
     hparam("pretrained", True, lambda r: True)
     # Width of the small CNN used on 28x28 datasets (channels of its last stage).
     hparam("cnn_width", 32, lambda r: 32)
+    # Training arithmetic: "fp32", or "bf16" (autocast, channels-last ResNets; lib/precision.py).
+    # Never drawn: a precision is a choice of hardware use, not a hyperparameter to search.
+    hparam("precision", "fp32", lambda r: "fp32")
     if small:
         hparam("lr", 1e-3, lambda r: 10 ** r.uniform(-4.5, -2.5))
         hparam("weight_decay", 0.0, lambda r: 0.0)
@@ -111,8 +115,28 @@ def run_hparams(algorithm: str, dataset: str, hparams_seed: int, trial_seed: int
         if key not in hparams:
             raise ConfigError(f"unknown hparam {key!r} for {algorithm} on {dataset}; "
                               f"known: {', '.join(sorted(hparams))}")
+        _check_kind(key, value, hparams[key])
         hparams[key] = value
     return hparams
+
+
+def _check_kind(key: str, value, default) -> None:
+    """An override has its default's kind: a number for a number (int or float: a 0 default
+    may take 0.1), true/false for a flag, text for text; a None default takes a number or
+    null. Otherwise it would fail deep inside training with a traceback."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif number(default):
+        ok, kind = number(value), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        ok, kind = value is None or number(value), "a number or null"
+    if not ok:
+        raise ConfigError(f"hparam {key!r} must be {kind} (default {json.dumps(default)}), got "
+                          f"{json.dumps(value)[:80]}")
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -269,3 +293,36 @@ def _haics(hparam, dataset):
 def _actdiff(hparam, dataset):
     # 1.0 let the features collapse (300 steps on SpuriousDigits: chance accuracy); 0.1 did not.
     hparam("actdiff_lambda", 0.1, lambda r: 10 ** r.uniform(-2, 0))
+
+
+# ----------------------------------------------------------------------------- beyond ALIGN
+# Domain-aware maskers (algorithms/align_vrex.py, align_irm.py): ALIGN's block with one masker
+# weight added. To keep the random search the same size as ALIGN's (the same number of drawn
+# hparams), the new weight's draw replaces that of ALIGN's smoothness weight align_l2, which is
+# held at its default: TV shapes the mask's edges, not which evidence it keeps. Every other
+# draw uses ALIGN's per-name stream, so a hparams seed draws the same l1, l3, l4, schedule and
+# lr for ALIGN and for these (their paired runs differ in l2 and the new weight only).
+def _align_with_penalty(hparam, dataset, name, default, log10_range):
+    def align_hparam(key, key_default, random_fn):
+        hparam(key, key_default, (lambda r: key_default) if key == "align_l2" else random_fn)
+    _align(align_hparam, dataset)
+    low, high = log10_range
+    hparam(name, default, lambda r: 10 ** r.uniform(low, high))
+
+
+@algorithm_hparams("ALIGN_VREx")
+def _align_vrex(hparam, dataset):
+    # Weight of Var_e of the kept part's per-domain CE in the masker's loss.
+    _align_with_penalty(hparam, dataset, "align_vrex_lambda", ALIGN_VREX_LAMBDA, (0, 2))
+
+
+@algorithm_hparams("ALIGN_IRM")
+def _align_irm(hparam, dataset):
+    # Weight of IRMv1 on the kept part's prediction in the masker's loss.
+    _align_with_penalty(hparam, dataset, "align_irm_lambda", ALIGN_IRM_LAMBDA, (0, 2))
+
+
+# Defaults from the README's masker probe (one seed, patch at agreement 0.95): V-REx at 10 put
+# the mask's density on the patch below the strokes' with the mask still faithful; IRMv1 at 10
+# did not, at 100 only by making the mask unfaithful. 10 for both; the draws span [1, 100].
+ALIGN_VREX_LAMBDA, ALIGN_IRM_LAMBDA = 10.0, 10.0

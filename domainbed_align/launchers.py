@@ -8,7 +8,8 @@ through submitit and writes each task's SLURM id into its job folder.
 
 What a job leaves in its folder besides the trainer's files: `error.txt` (the traceback, its
 last line the message) when it raised, `slurm_job_id` when SLURM runs it, `running` (host and
-pid) while a non-SLURM launcher runs it. `sweep status` reads them. No torch import here: the
+pid) while a non-SLURM launcher runs it, `queued` (the launcher's host and pid) from launch
+until the job starts. `sweep status` reads them. No torch import here: the
 trainer is imported inside the job.
 """
 import dataclasses
@@ -28,11 +29,13 @@ from typing import Callable, Dict, List, Optional, Sequence
 import submitit
 
 from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
+from domainbed_align.lib.locks import marker_alive, marker_text
 from domainbed_align.lib.misc import atomic_write_text
 
 ERROR_FILE = "error.txt"
 SLURM_ID_FILE = "slurm_job_id"
 RUNNING_FILE = "running"
+QUEUED_FILE = "queued"
 SUBMITIT_DIR = "_submitit"   # under the sweep folder; no results.jsonl, so collectors skip it
 
 
@@ -78,12 +81,13 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, handle_signals: bool = False) -> str:
         """Train (or resume) to the end; record the error in the job folder if it raises."""
         from domainbed_align import train  # torch: only where the job runs
-        config = train.parse_args(self.argv())
         error_path = os.path.join(self.output_dir, ERROR_FILE)
         try:
+            config = _parse_train_args(train, self.argv())
             train.make_output_dir(self.output_dir)
             if os.path.exists(error_path):
                 os.remove(error_path)  # a relaunched failed job starts clean
+            unmark_queued(self.output_dir)   # no longer waiting
             slurm_id = _slurm_task_id()
             if slurm_id:
                 atomic_write_text(os.path.join(self.output_dir, SLURM_ID_FILE), slurm_id + "\n")
@@ -100,6 +104,31 @@ class TrainJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         """Requeue a fresh job with the same arguments; the trainer's checkpoint carries the state."""
         return submitit.helpers.DelayedSubmission(TrainJob(self.train_args), *args, **kwargs)
+
+
+def _parse_train_args(train, argv: List[str]):
+    """argparse exits on a bad flag (SystemExit, which submitit would not record): an error."""
+    try:
+        return train.parse_args(argv)
+    except SystemExit as e:
+        raise ConfigError(f"the trainer refused the job's flags (exit {e.code}): "
+                          f"{shlex.join(argv)}") from None
+
+
+def mark_queued(output_dir: str) -> None:
+    """`queued`: this launcher's host and pid; status shows the job Pending while it lives."""
+    atomic_write_text(os.path.join(output_dir, QUEUED_FILE), marker_text(), fsync=False)
+
+
+def unmark_queued(output_dir: str) -> None:
+    _remove(os.path.join(output_dir, QUEUED_FILE))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def _record_error(path: str, text: str) -> None:
@@ -315,15 +344,7 @@ class _running_marker:
 
 def is_running_here(output_dir: str) -> bool:
     """True when a live process on this host holds the job's `running` marker."""
-    try:
-        with open(os.path.join(output_dir, RUNNING_FILE)) as f:
-            host, pid = f.read().split()
-        if host != socket.gethostname():
-            return True  # another machine: trust the marker
-        os.kill(int(pid), 0)
-        return True
-    except (OSError, ValueError):
-        return False
+    return marker_alive(os.path.join(output_dir, RUNNING_FILE))
 
 
 def _last_line(e: BaseException) -> str:

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from domainbed_align.lib import precision
 from domainbed_align.lib.errors import ConfigError
 
 
@@ -86,12 +87,18 @@ class ResNet(nn.Module):
         self.network.fc = nn.Identity()
         self.dropout = nn.Dropout(hparams["resnet_dropout"])
         self.freeze_bn()
+        # bf16 runs: NHWC weights and inputs, the layout tensor-core convolutions want
+        self.channels_last = precision.of(hparams) == "bf16"
+        if self.channels_last:
+            self.network.to(memory_format=torch.channels_last)
 
     @property
     def cam_layer(self) -> nn.Module:
         return self.network.layer4
 
     def forward(self, x):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.dropout(self.network(x))
 
     def train(self, mode: bool = True):

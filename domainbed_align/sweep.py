@@ -27,7 +27,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from domainbed_align import catalog, launchers
 from domainbed_align.datasets.masks import missing_masks_message
+from domainbed_align.lib import integrity
 from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
+from domainbed_align.lib.locks import FileLock, marker_alive
 from domainbed_align.lib.misc import seed_hash
 
 COMMANDS = ("launch", "status", "delete_incomplete", "delete_all")
@@ -81,7 +83,10 @@ JOB_FLAGS = ("datasets", "algorithms", "task", "n_hparams_from", "n_hparams", "n
 
 DONE, INCOMPLETE, NOT_LAUNCHED = "Done", "Incomplete", "Not launched"   # upstream's states
 RUNNING, PENDING, FAILED = "Running", "Pending", "Failed"
-STATES = (DONE, INCOMPLETE, NOT_LAUNCHED, RUNNING, PENDING, FAILED)
+CORRUPT = "Corrupt"   # a damaged file (records, model, checkpoint): the detail says what to delete
+STATES = (DONE, INCOMPLETE, NOT_LAUNCHED, RUNNING, PENDING, FAILED, CORRUPT)
+# Held by launch and delete_* for as long as they run (a local launch: until its jobs end)
+LOCK_FILE = ".sweep.lock"
 
 
 # ------------------------------------------------------------------------------------------
@@ -200,8 +205,6 @@ def n_environments(dataset: str, data_dir: Optional[str] = None) -> int:
 
 _SQUEUE_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STOPPED", "SIGNALING",
                    "STAGE_OUT", "RESIZING"}
-_SACCT_FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "CANCELLED", "BOOT_FAIL",
-                 "DEADLINE", "PREEMPTED", "REVOKED"}
 
 
 def squeue_states() -> Optional[Dict[str, str]]:
@@ -266,7 +269,8 @@ def update_states(jobs: List[Job], sweep_dir: str) -> None:
     undecided = []
     for job in jobs:
         if os.path.exists(os.path.join(job.output_dir, "done")):
-            job.state = DONE
+            problem = integrity.done_run_problem(job.output_dir)
+            job.state, job.detail = (CORRUPT, problem) if problem else (DONE, "")
         elif not os.path.isdir(job.output_dir):
             job.state = NOT_LAUNCHED
         else:
@@ -280,19 +284,30 @@ def update_states(jobs: List[Job], sweep_dir: str) -> None:
             job.state = RUNNING if slurm_state in _SQUEUE_RUNNING else PENDING
         elif job.slurm_id is None and launchers.is_running_here(job.output_dir):
             job.state = RUNNING
+        elif marker_alive(os.path.join(job.output_dir, launchers.QUEUED_FILE)):
+            job.state = PENDING   # queued by a live local launcher (its folder made up front)
         elif os.path.exists(os.path.join(job.output_dir, launchers.ERROR_FILE)):
             job.state = FAILED
             job.detail = launchers.last_error_line(job.output_dir)
+        elif problem := integrity.unfinished_run_problem(job.output_dir):
+            job.state, job.detail = CORRUPT, problem
+        elif job.slurm_id and queued is not None:
+            gone.append(job)   # submitted, out of the queue, no `done`: it will never finish
         else:
             job.state = INCOMPLETE
-            if job.slurm_id:
-                gone.append(job)
     final = sacct_states([j.slurm_id for j in gone])
     for job in gone:
+        if os.path.exists(os.path.join(job.output_dir, "done")):  # finished since we looked
+            problem = integrity.done_run_problem(job.output_dir)
+            job.state, job.detail = (CORRUPT, problem) if problem else (DONE, "")
+            continue
+        # Failed whatever its exit code (a job that raised may still exit 0): only `done` is
+        # success. The reason: SLURM's final state where accounting keeps it, and the log
         state = final.get(job.slurm_id, "")
-        if state in _SACCT_FAILED:
-            job.state = FAILED
-            job.detail = f"SLURM state {state}; " + _submitit_log_tail(sweep_dir, job.slurm_id)
+        job.state = FAILED
+        job.detail = (f"SLURM job {job.slurm_id} left the queue without `done` "
+                      f"({'state ' + state if state else 'killed, node failure or time limit'}); "
+                      f"log: " + _submitit_log_tail(sweep_dir, job.slurm_id))
 
 
 def _submitit_log_tail(sweep_dir: str, slurm_id: str) -> str:
@@ -308,9 +323,10 @@ def _submitit_log_tail(sweep_dir: str, slurm_id: str) -> str:
 def summary_line(jobs: List[Job]) -> str:
     """Upstream's `N jobs: a done, b incomplete, c not launched.` plus our states."""
     count = {s: sum(1 for j in jobs if j.state == s) for s in STATES}
+    corrupt = f", {count[CORRUPT]} corrupt" if count[CORRUPT] else ""
     return (f"{len(jobs)} jobs: {count[DONE]} done, {count[INCOMPLETE]} incomplete, "
             f"{count[NOT_LAUNCHED]} not launched, {count[RUNNING]} running, "
-            f"{count[PENDING]} pending, {count[FAILED]} failed.")
+            f"{count[PENDING]} pending, {count[FAILED]} failed{corrupt}.")
 
 
 # ------------------------------------------------------------------------------------------
@@ -617,7 +633,17 @@ def delete(jobs: List[Job]) -> None:
     print(f"Deleted {len(jobs)} jobs!")
 
 
+def sweep_lock(output_dir: str) -> FileLock:
+    """The sweep folder's lock: one launch or delete at a time (status and collectors read
+    freely). Refused at once, with the holder's host, pid and command."""
+    return FileLock(os.path.join(output_dir, LOCK_FILE),
+                    advice="another launch or delete is working on this sweep (a local launch "
+                           "holds it until its jobs end); wait for it, or stop it, and run this "
+                           "again; `sweep status` shows progress")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    lock = None
     try:
         command, cfg, source = resolve(argv)
         check_config(cfg, source)
@@ -626,14 +652,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         if command == "launch":
             check_launch(cfg)
         jobs = [Job(a, cfg["output_dir"]) for a in make_args_list(cfg)]
+        if command != "status" and os.path.isdir(cfg["output_dir"]):
+            lock = sweep_lock(cfg["output_dir"]).acquire()  # before reading any state
         update_states(jobs, cfg["output_dir"])
     except DomainBedAlignError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    try:
+        return _run_command(command, cfg, jobs)
+    finally:
+        if lock is not None:
+            lock.release()
 
+
+def _run_command(command: str, cfg: dict, jobs: List[Job]) -> int:
     if cfg["failed"]:
         for job in jobs:
-            if job.state == FAILED:
+            if job.state in (FAILED, CORRUPT):
                 print(f"{job}\n    {job.detail}")
     else:
         for job in jobs:
@@ -642,6 +677,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if command == "launch":
         to_launch = [j for j in jobs if j.state in (NOT_LAUNCHED, FAILED)]
+        corrupt = sum(1 for j in jobs if j.state == CORRUPT)
+        if corrupt:
+            print(f"Leaving {corrupt} corrupt job(s) alone: `sweep status --failed` says what "
+                  f"to delete in each.")
         print(f"About to launch {len(to_launch)} jobs.")
         if not to_launch:
             return 0
@@ -652,16 +691,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         if cfg["command_launcher"] != "dummy":  # dummy runs nothing: leave no folders
             for job in to_launch:
                 os.makedirs(job.output_dir, exist_ok=True)
+                # Pending (not Incomplete) while this launcher lives; the job removes it
+                launchers.mark_queued(job.output_dir)
         try:
             launchers.REGISTRY[cfg["command_launcher"]]([j.train_job() for j in to_launch],
                                                         launch_options(cfg))
         except DomainBedAlignError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        finally:  # the launch is over: what it queued has run, failed or is SLURM's now
+            for job in to_launch:
+                launchers.unmark_queued(job.output_dir)
         print(f"Launched {len(to_launch)} jobs!")
     elif command in ("delete_incomplete", "delete_all"):
         deletable = (INCOMPLETE, FAILED) if command == "delete_incomplete" else \
-            (INCOMPLETE, FAILED, DONE)
+            (INCOMPLETE, FAILED, DONE, CORRUPT)
         to_delete = [j for j in jobs if j.state in deletable]
         busy = sum(1 for j in jobs if j.state in (RUNNING, PENDING))
         if busy:

@@ -10,6 +10,7 @@ it in-process and requeue it.
 import argparse
 import collections
 import dataclasses
+import io
 import json
 import math
 import os
@@ -26,11 +27,13 @@ from domainbed_align import catalog, hparams_registry
 from domainbed_align.algorithms import get_algorithm_class
 from domainbed_align.datasets import get_dataset_class
 from domainbed_align.datasets.masks import require_masks
-from domainbed_align.datasets.loaders import train_batches
+from domainbed_align.datasets.loaders import loader_workers, train_batches
 from domainbed_align.datasets.splits import domain_splits, split_indices  # noqa: F401
 from domainbed_align.evaluation import evaluate_split, explain_subsample
-from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError, TrainingError
-from domainbed_align.lib.misc import atomic_open, atomic_write_text, json_line
+from domainbed_align.lib import integrity, precision
+from domainbed_align.lib.errors import (ConfigError, DataError, DomainBedAlignError, StorageError,
+                                        TrainingError)
+from domainbed_align.lib.misc import atomic_open, json_line
 from domainbed_align.lib.tb_events import NoEventLog, open_event_log
 
 TASKS = ("domain_generalization", "single_source")
@@ -191,11 +194,30 @@ class Trainer:
         self.config = config
         self._stop_signal: Optional[int] = None
         self.events = NoEventLog()
+        self._ready = False
+        self._resumable_from = 0   # next_step of the newest checkpoint on disk
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         self._stop_signal = signum
 
     # ------------------------------------------------------------------ set-up
+    def is_done(self) -> bool:
+        """`done` exists; raises DataError (one line: what to delete) when its result is damaged."""
+        c = self.config
+        if not os.path.exists(os.path.join(c.output_dir, "done")):
+            return False
+        problem = integrity.done_run_problem(c.output_dir, needs_model=not c.skip_model_save)
+        if problem:
+            raise DataError(problem)
+        return True
+
+    def setup(self) -> None:
+        """Check every input (names, test_envs, hparams, data, masks) and build the dataset and
+        the model. Writes nothing: a run refused on bad input leaves no folder and no file."""
+        if not self._ready:
+            self._setup()
+            self._ready = True
+
     def _setup(self):
         c = self.config
         dataset_cls = get_dataset_class(c.dataset)
@@ -227,9 +249,8 @@ class Trainer:
         random.seed(c.seed)
         np.random.seed(c.seed)
         torch.manual_seed(c.seed)
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        precision.configure_backends(hparams["precision"], self.device)  # cuDNN per precision
 
         kwargs = {"mask_dir": c.mask_dir} if c.mask_dir else {}
         if c.mask_dir and not hasattr(dataset_cls, "DOMAIN_DIRS"):
@@ -261,6 +282,26 @@ class Trainer:
         d.pop("output_dir")
         return d
 
+    def _write(self, name: str, write, mode: str = "wb") -> None:
+        """Write `<output_dir>/<name>` atomically with `write(f)`. A failed write (disk full,
+        quota, read-only) leaves the previous file as it was and ends the run with one line."""
+        path = os.path.join(self.config.output_dir, name)
+        try:
+            with atomic_open(path, mode) as f:
+                write(f)
+        except OSError as e:
+            raise StorageError(
+                f"cannot write {path} ({e.strerror or e}); the files written before are intact "
+                f"(resumable from step {self._resumable_from}): free space in "
+                f"{self.config.output_dir} and run the same command again to resume") from None
+
+    def _write_torch(self, name: str, obj) -> None:
+        # serialised in memory first: a full disk then fails as OSError (ENOSPC) in our
+        # write, not as torch's "unexpected pos" RuntimeError from inside its zip writer
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        self._write(name, lambda f: f.write(buf.getbuffer()))
+
     def _save_checkpoint(self, next_step: int, checkpoint_vals, records) -> None:
         self.events.flush()   # every step before next_step is on disk before the checkpoint
         state = {"next_step": next_step, "identity": self._identity(),
@@ -268,8 +309,8 @@ class Trainer:
                  "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
                  "rng": _rng_state(), "checkpoint_vals": _plain(dict(checkpoint_vals)),
                  "records": _plain(records)}
-        with atomic_open(os.path.join(self.config.output_dir, CHECKPOINT_FILE), "wb") as f:
-            torch.save(state, f)
+        self._write_torch(CHECKPOINT_FILE, state)
+        self._resumable_from = next_step
 
     def _load_checkpoint(self):
         path = os.path.join(self.config.output_dir, CHECKPOINT_FILE)
@@ -278,9 +319,12 @@ class Trainer:
         try:  # weights_only: a tampered file on a shared disk cannot run code. CPU: the RNG
             # states must stay CPU tensors; load_state_dict copies weights to the device
             state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict) or not {"next_step", "identity", "records"} <= set(state):
+                raise ValueError("not a checkpoint dict")
         except Exception as e:
-            raise DataError(f"cannot read {path} ({type(e).__name__}); it is not a checkpoint of "
-                            f"this version: delete it to restart the run from step 0") from e
+            raise DataError(f"cannot read {path} ({type(e).__name__}); it is truncated, damaged or "
+                            f"not a checkpoint of this version: delete it to restart the run from "
+                            f"step 0 (the records are rewritten)") from e
         if state["identity"] != self._identity():
             diff = sorted(k for k in state["identity"] if state["identity"].get(k) != self._identity().get(k))
             raise ConfigError(f"{self.config.output_dir} holds a run with other arguments "
@@ -289,11 +333,12 @@ class Trainer:
         for k, opt in self.algorithm.optimizers().items():
             opt.load_state_dict(state["optimizers"][k])
         _set_rng_state(state["rng"])
+        self._resumable_from = state["next_step"]
         return state
 
     def _write_records(self, records) -> None:
-        atomic_write_text(os.path.join(self.config.output_dir, "results.jsonl"),
-                          "".join(json_line(r) for r in records))
+        text = "".join(json_line(r) for r in records)
+        self._write("results.jsonl", lambda f: f.write(text), mode="w")
 
     def _save_snapshot(self) -> None:
         """`explanations.npz`: a few explained images of the first test domain (see
@@ -305,16 +350,15 @@ class Trainer:
         from domainbed_align.evaluation import explanation_snapshot
         arrays = explanation_snapshot(self.algorithm, self.eval_views[env],
                                       np.asarray(self.splits[env]["in"])[positions], self.device)
-        with atomic_open(os.path.join(self.config.output_dir, SNAPSHOT_FILE), "wb") as f:
-            np.savez_compressed(f, test_env=np.int64(env), **arrays)
+        self._write(SNAPSHOT_FILE, lambda f: np.savez_compressed(f, test_env=np.int64(env), **arrays))
 
     def _save_model(self, name: str) -> None:
         c = self.config
-        with atomic_open(os.path.join(c.output_dir, name), "wb") as f:
-            torch.save({"args": c.record_args(), "model_input_shape": self.dataset.input_shape,
-                        "model_num_classes": self.dataset.num_classes,
-                        "model_num_domains": len(self.train_envs), "model_hparams": _plain(self.hparams),
-                        "model_dict": self.algorithm.state_dict()}, f)
+        self._write_torch(name, {"args": c.record_args(), "model_input_shape": self.dataset.input_shape,
+                                 "model_num_classes": self.dataset.num_classes,
+                                 "model_num_domains": len(self.train_envs),
+                                 "model_hparams": _plain(self.hparams),
+                                 "model_dict": self.algorithm.state_dict()})
 
     # ------------------------------------------------------------------ the loop
     def _evaluate(self) -> dict:
@@ -332,11 +376,11 @@ class Trainer:
         """Train to the end (or resume to it); returns the output folder."""
         c = self.config
         check_args(c)
-        make_output_dir(c.output_dir)
-        if os.path.exists(os.path.join(c.output_dir, "done")):
+        if self.is_done():
             print(f"{c.output_dir} is done; nothing to do")
             return c.output_dir
-        self._setup()
+        self.setup()
+        make_output_dir(c.output_dir)
         state = self._load_checkpoint()
         start_step = state["next_step"] if state else 0
         records = state["records"] if state else []
@@ -347,11 +391,12 @@ class Trainer:
         self.events = open_event_log(c.output_dir, start_step, c.tensorboard)
 
         needs_masks = self.algorithm.NEEDS_MASKS
-        loaders_workers = min(self.dataset.N_WORKERS, os.cpu_count() or 1)
+        loaders_workers = loader_workers(len(self.train_envs))
         stream = train_batches([self.dataset[i] for i in self.train_envs],
                                [self.splits[i]["in"] for i in self.train_envs],
                                self.hparams["batch_size"], c.seed, start_step, loaders_workers,
-                               class_balanced=self.hparams["class_balanced"])
+                               class_balanced=self.hparams["class_balanced"],
+                               pin_memory=self.device == "cuda")
         self.algorithm.train()
         from tqdm import tqdm
         bar = tqdm(range(start_step, self.n_steps), initial=start_step, total=self.n_steps,
@@ -359,8 +404,10 @@ class Trainer:
         try:
             for step in bar:
                 t0 = time.time()
-                batches = [tuple(t.to(self.device) for t in (b if needs_masks else b[:2])) for b in next(stream)]
-                step_vals = self.algorithm.update(batches)
+                batches = [tuple(t.to(self.device, non_blocking=True) for t in (b if needs_masks else b[:2]))
+                           for b in next(stream)]
+                with precision.autocast(self.hparams["precision"], self.device):
+                    step_vals = self.algorithm.update(batches)
                 self.events.update(step, step_vals)
                 checkpoint_vals["step_time"].append(time.time() - t0)
                 for key, val in step_vals.items():
@@ -402,7 +449,7 @@ class Trainer:
         if not c.skip_model_save:
             self._save_model("model.pkl")
         self._save_snapshot()
-        atomic_write_text(os.path.join(c.output_dir, "done"), "done")
+        self._write("done", lambda f: f.write("done"), mode="w")
         with_ckpt = os.path.join(c.output_dir, CHECKPOINT_FILE)
         if os.path.exists(with_ckpt):
             os.remove(with_ckpt)  # done: the records and model.pkl are the result
@@ -422,19 +469,43 @@ def one_line(e: BaseException) -> str:
 
 
 class _Tee:
-    """Write to a stream and append to a file (DomainBed's out.txt / err.txt)."""
+    """Write to a stream and append to a file (DomainBed's out.txt / err.txt). The file is
+    best effort: on a full or read-only disk it stops, and the stream still gets every line."""
 
     def __init__(self, stream, path):
-        self.stream, self.file = stream, open(path, "a")
+        self.stream = stream
+        try:
+            self.file = open(path, "a")
+        except OSError:
+            self.file = None
 
     def write(self, text):
         self.stream.write(text)
-        self.file.write(text)
-        self.file.flush()
+        if self.file is not None:
+            try:
+                self.file.write(text)
+                self.file.flush()
+            except OSError:
+                self._drop()
 
     def flush(self):
         self.stream.flush()
-        self.file.flush()
+        if self.file is not None:
+            try:
+                self.file.flush()
+            except OSError:
+                self._drop()
+
+    def _drop(self):
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        self.file = None
+
+    def close(self):
+        if self.file is not None:
+            self._drop()
 
     def isatty(self):
         return self.stream.isatty()
@@ -443,15 +514,20 @@ class _Tee:
 def run(config: TrainConfig, handle_signals: bool = True) -> str:
     """One run with DomainBed's out.txt / err.txt; returns the output folder.
 
-    Raises `DomainBedAlignError` (its `error:` line already printed, also into err.txt) or
-    `Preempted`. With `handle_signals`, SIGTERM/SIGUSR2 checkpoint and stop the run; a scheduler
-    that handles them itself (submitit) passes False.
+    Raises `DomainBedAlignError` (its `error:` line already printed) or `Preempted`. One rule
+    for files: a run refused before it starts (bad arguments, names, hparams, data or masks; a
+    damaged finished result) writes nothing, not even its folder; once started, every line it
+    prints, its `error:` line included, is also in out.txt / err.txt. With `handle_signals`,
+    SIGTERM/SIGUSR2 checkpoint and stop the run; a scheduler that handles them itself
+    (submitit) passes False.
     """
     trainer = Trainer(config)
     stdout, stderr = sys.stdout, sys.stderr
     previous = {}
     try:
         check_args(config)
+        if not trainer.is_done():
+            trainer.setup()   # every input checked before the folder is made
         make_output_dir(config.output_dir)
         sys.stdout = _Tee(stdout, os.path.join(config.output_dir, "out.txt"))
         sys.stderr = _Tee(stderr, os.path.join(config.output_dir, "err.txt"))
@@ -470,7 +546,7 @@ def run(config: TrainConfig, handle_signals: bool = True) -> str:
             signal.signal(sig, handler)
         for tee in (sys.stdout, sys.stderr):
             if isinstance(tee, _Tee):
-                tee.file.close()
+                tee.close()
         sys.stdout, sys.stderr = stdout, stderr
 
 

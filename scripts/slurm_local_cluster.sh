@@ -35,7 +35,9 @@ munge -n | unmunge >/dev/null
 cpus=$(nproc)
 mem_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 512 ))
 # AuthInfo cred_expire: a requeued job may start again only cred_expire+1 s later (default 120);
-# 10 keeps the pre-emption tests short. DefMemPerCPU: without it every job asks for the whole
+# 10 keeps the pre-emption tests short. MaxArraySize: 10 (SLURM_MAX_ARRAY_SIZE overrides), the
+# cap of a strict cluster, so a launch of more jobs is split into several arrays in every test
+# run (tests/test_faults_slurm.py checks the setting; array indices stay below it). DefMemPerCPU: without it every job asks for the whole
 # node's memory and the jobs of an array run one at a time.
 conf=/etc/slurm/slurm.conf
 new=$(mktemp)
@@ -68,7 +70,7 @@ SlurmdTimeout=30
 InactiveLimit=0
 MinJobAge=300
 KillWait=10
-MaxArraySize=10001
+MaxArraySize=${SLURM_MAX_ARRAY_SIZE:-10}
 MaxJobCount=20000
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4

@@ -64,3 +64,33 @@ def without_timing(records):
         r["args"] = {k: v for k, v in r["args"].items() if k != "output_dir"}
         out.append(r)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tests marked `slurm` need a scheduler: they skip where `sbatch`/`srun` are absent, unless
+# REQUIRE_SLURM=1 (CI), which turns the skip into a failure. One rule for every test file.
+# --------------------------------------------------------------------------------------------
+import shutil  # noqa: E402
+
+SLURM_BINARIES = ("sbatch", "srun", "squeue", "scontrol", "scancel")
+
+
+def slurm_missing():
+    """The scheduler commands absent from PATH (empty when a cluster is reachable)."""
+    return [b for b in SLURM_BINARIES if shutil.which(b) is None]
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = slurm_missing()
+    if not missing:
+        return
+    marked = [item for item in items if item.get_closest_marker("slurm")]
+    if not marked:
+        return
+    if os.environ.get("REQUIRE_SLURM") == "1":
+        raise pytest.UsageError(f"REQUIRE_SLURM=1 but {', '.join(missing)} not on PATH: run "
+                                f"scripts/slurm_local_cluster.sh first")
+    skip = pytest.mark.skip(reason=f"no SLURM here ({', '.join(missing)} absent); "
+                                   f"REQUIRE_SLURM=1 makes this a failure")
+    for item in marked:
+        item.add_marker(skip)

@@ -83,18 +83,22 @@ def test_warmup_masker_phase_and_ramp():
     alg = _align(align_warmup_steps=2, align_masker_warmup_steps=2, align_l3_ramp_steps=4, align_l3=0.2)
     mbs = _batches()
     masker = _snapshot(alg.masker)
-    for _ in range(2):
+    keys = {"loss", "ce", "align", "align_weight", "reg", "mask_loss", "mask_dist", "mask_l1",
+            "mask_tv", "mask_area"}
+    for _ in range(2):   # every step returns the same keys: 0 for what is not computed yet
         vals = alg.update(mbs)
-        assert "mask_dist" not in vals and "align" not in vals and vals["align_weight"] == 0
+        assert set(vals) == keys
+        assert vals["mask_dist"] == vals["mask_loss"] == vals["align"] == vals["align_weight"] == 0
     assert _same(alg.masker, masker)
     for _ in range(2):
         vals = alg.update(mbs)
-        assert "mask_dist" in vals and "align" not in vals and vals["align_weight"] == 0
+        assert set(vals) == keys and vals["mask_dist"] > 0
+        assert vals["align"] == 0 and vals["align_weight"] == 0
     assert not _same(alg.masker, masker)
     weights = []
     for _ in range(5):
         vals = alg.update(mbs)
-        assert {"loss", "ce", "align", "reg", "mask_dist", "mask_l1", "mask_tv", "mask_area"} <= set(vals)
+        assert set(vals) == keys and vals["align"] > 0
         weights.append(vals["align_weight"])
     assert weights == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2])
     assert int(alg.update_count) == 9  # a buffer: saved in state_dict, so resume knows the phase
@@ -241,8 +245,12 @@ def test_align_resume_gives_identical_records(tmp_path):
     assert not (out / "done").exists()
     subprocess.run(cmd(out), check=True, cwd=REPO, capture_output=True)
     assert _strip(out / "results.jsonl") == _strip(tmp_path / "ref" / "results.jsonl")
-    last = _strip(out / "results.jsonl")[-1]
+    records = _strip(out / "results.jsonl")
+    last = records[-1]
     assert "mask_dist" in last and "env3_in_mask_epg" in last and "env3_out_mask_area" in last
+    # one table: every record has the same keys, 0 for a loss before it is switched on
+    assert all(set(r) == set(last) for r in records)
+    assert records[0]["align"] == records[0]["mask_dist"] == 0   # before the masker and alignment
 
 
 @pytest.mark.slow

@@ -109,3 +109,20 @@ def test_no_write_leaves_the_folder_alone(sweep_dir, capsys):
     before = sorted(os.listdir(sweep_dir))
     _collect(capsys, sweep_dir, "--no_write")
     assert sorted(os.listdir(sweep_dir)) == before
+
+
+def test_a_cache_replaced_between_header_and_parts_is_not_torn(sweep_dir, capsys):
+    """Collector A reads the cache header; collector B then renames a new cache over it (its
+    runs, offsets and widths differ); A's lazy part reads must still come from A's file."""
+    import numpy as np
+    _collect(capsys, sweep_dir)
+    first = collect_cache.RecordCache.load(str(sweep_dir))   # header only, parts lazy
+    names = sorted(first.entries)
+    shutil.rmtree(sweep_dir / names[0])   # B sees one run fewer: every offset shifts
+    _collect(capsys, sweep_dir)
+    for k, name in enumerate(names[1:]):
+        got = first.part(name)
+        want = collect_results._read_run_part((k, str(sweep_dir / name / "results.jsonl")))[0]
+        np.testing.assert_array_equal(got.steps, want.steps)
+        np.testing.assert_array_equal(got.acc_in, want.acc_in)
+        np.testing.assert_array_equal(got.acc_out, want.acc_out)

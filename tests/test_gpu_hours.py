@@ -50,3 +50,29 @@ def test_hours_follow_steps_costs_and_training_domains(tmp_path):
     bad.write_text("device: cpu\n")
     with pytest.raises(SystemExit, match="no 'ResNet-50' table"):
         gh.resnet_costs(str(bad))
+
+
+def test_two_cost_tables_give_each_total_and_its_share_of_the_first(tmp_path, capsys):
+    """float32 and bf16 tables side by side (issue 23): a table with every step at half the cost
+    gives half the hours."""
+    gh = _module()
+    fp32, bf16 = tmp_path / "fp32.txt", tmp_path / "bf16.txt"
+    fp32.write_text(TABLE)
+    bf16.write_text(TABLE.replace("36.0    1.00", "18.0    1.00").replace("180.0    5.00", "90.0    5.00"))
+    cfg = tmp_path / "s.json"
+    cfg.write_text(json.dumps({"datasets": ["VLCS"], "algorithms": ["ERM", "ALIGN"],
+                               "n_hparams": 1, "n_trials": 1, "steps": 3600,
+                               "output_dir": str(tmp_path / "o")}))
+    assert gh.main(["--costs", str(fp32), "--costs", str(bf16), "--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert f"GPU hours, 100% of {fp32}" in out and f"GPU hours, 50% of {fp32}" in out
+    assert out.count("all sweeps:") == 2
+
+
+def test_a_table_without_an_algorithm_of_the_sweep_is_one_clear_error(tmp_path):
+    gh = _module()
+    cfg = tmp_path / "s.json"
+    cfg.write_text(json.dumps({"datasets": ["VLCS"], "algorithms": ["ERM", "SGT", "DRE"],
+                               "n_hparams": 1, "n_trials": 1, "output_dir": str(tmp_path / "o")}))
+    with pytest.raises(SystemExit, match="table has no DRE, SGT; run benchmarks/step_cost.py"):
+        gh.sweep_hours(str(cfg), {"ERM": 36.0})

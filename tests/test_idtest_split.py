@@ -68,7 +68,7 @@ def test_train_refuses_fractions_that_leave_no_training_data(tmp_path, capsys):
 
 
 _TIMING = ("step_time", "mem_gb")
-NEW_HPARAMS = {"align_loss"}   # declared after 9066f76; each draws from its own stream
+NEW_HPARAMS = {"align_loss", "precision"}   # declared after 9066f76; each draws from its own stream
 
 
 def _same_record(a: dict, b: dict):

@@ -75,7 +75,11 @@ def test_slurm_launcher_makes_one_sbatch_call(weird_tmp_path, capsys, monkeypatc
     bin_dir.mkdir()
     calls = weird_tmp_path.parent / "calls"
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncat "$1" >> "{calls}"\necho "Submitted batch job 4242"\n')
-    (bin_dir / "sbatch").chmod(0o755)
+    # submitit picks SLURM only where `srun` is on PATH; scontrol (MaxArraySize) answers nothing
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "scontrol").write_text("#!/bin/sh\nexit 1\n")
+    for name in ("sbatch", "srun", "scontrol"):
+        (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     out = weird_tmp_path / "sw"
     argv = _argv(out, "--command_launcher", "slurm", "--gpus_per_job", "0", "--cpus_per_job", "2",

@@ -13,7 +13,8 @@ from conftest import REPO
 PKG = "domainbed_align"
 MAX_LINES = 500
 # Over the limit, to be split once the work in flight on them has landed (issue 21).
-LONG_FOR_NOW = {"domainbed_align/sweep.py": 750, "domainbed_align/datasets/prepare.py": 750}
+LONG_FOR_NOW = {"domainbed_align/sweep.py": 750, "domainbed_align/datasets/prepare.py": 750,
+                "domainbed_align/train.py": 600}
 
 
 def package_modules(root: str = REPO) -> dict:

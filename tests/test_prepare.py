@@ -56,7 +56,7 @@ def test_vlcs_from_archive_builds_the_exact_layout_and_records_the_sha256(tmp_pa
     manifest = json.loads((data / "VLCS" / ".prepare.json").read_text())
     assert manifest["sources"]["archive"]["sha256"] == digest
     assert manifest["total"] == 35 and sum(manifest["counts"]["Caltech101"].values()) == 5
-    assert sorted(os.listdir(data)) == [".VLCS.lock", "VLCS"]  # no partial folder left
+    assert sorted(os.listdir(data)) == ["VLCS"]  # no partial folder, no lock file left
     code, out, _ = run(capsys, "--dataset", "VLCS", "--data_dir", data, "--archive", vlcs_archive,
                        "--expected_counts", VLCS_COUNTS)
     assert code == 0 and "already prepared (35 images)" in out
@@ -117,6 +117,7 @@ def test_corrupt_archive_is_one_line_and_leaves_nothing(tmp_path, capsys, damage
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"error: archive {bad} is corrupt, truncated or not a .tar"), err
     assert_nothing_in_place(data)
+    assert os.listdir(data) == []   # issue 22: no empty .VLCS.lock left behind
 
 
 def test_wrong_checksum_is_refused(tmp_path, capsys, vlcs_archive):
@@ -182,7 +183,7 @@ def test_no_network_is_one_clear_line_and_no_folder(tmp_path):
     assert proc.stderr.startswith("error: cannot reach 127.0.0.1:")
     assert "--archive PATH" in proc.stderr
     assert_nothing_in_place(data)
-    assert sorted(os.listdir(data)) == [".VLCS.lock"]
+    assert sorted(os.listdir(data)) == []   # not even the lock file
 
 
 def test_http_errors_and_web_pages_are_named(tmp_path, capsys):

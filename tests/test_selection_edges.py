@@ -103,8 +103,8 @@ def test_leave_one_out_last_duplicate_wins_and_value_is_the_mean():
 
 def test_leave_one_out_ignores_pairs_beyond_the_recorded_domains():
     recs = _loo_three_domains(0.125, 0.125) + [rec([0, 3], 1, [0, 0, 0.375], [0, 0, 0])]
-    # a four-domain run elsewhere in the sweep makes the table four wide (with a three-wide
-    # table the vectorised path raises IndexError on such a pair: reported, not fixed here)
+    # a four-domain run elsewhere in the sweep makes the table four wide (a three-wide one:
+    # test_a_test_domain_beyond_the_records_is_left_out_not_an_index_error)
     other = rec([0], 0, [0.5] * 4, [0.5] * 4)
     other["args"]["dataset"] = "E"
     out = ms.LeaveOneOutSelectionMethod.select(ms.Checkpoints.from_records(recs + [other]))
@@ -207,3 +207,20 @@ def test_nan_validation_ranks_below_every_number():
     recs = [rec([0], 0, [0.25, 0], [0, np.nan], h=5), rec([0], 0, [0.5, 0], [0, 0.0], h=1)]
     out = ms.IIDAccuracySelectionMethod.select(ms.Checkpoints.from_records(recs))
     assert out["hparams_seed"].tolist() == [1]
+
+
+def test_a_test_domain_beyond_the_records_is_left_out_not_an_index_error():
+    """Issue 22: a pair run naming domain 5 of a 3-domain dataset (or a single run naming 7)
+    made leave-one-domain-out (and the other methods) raise IndexError; now such rows are
+    left out of selection and the rest is selected as if they were absent."""
+    good = [rec([0], 0, [0.1, 0.2, 0.3], [0.4, 0.5, 0.6]),
+            rec([0, 1], 0, [0.7, 0.8, 0.9], [0.5] * 3), rec([0, 2], 0, [0.7, 0.8, 0.9], [0.5] * 3)]
+    bad = [rec([0, 5], 0, [0.5] * 3, [0.5] * 3), rec([7], 0, [0.5] * 3, [0.5] * 3),
+           rec([-1], 0, [0.5] * 3, [0.5] * 3)]
+    ck = ms.Checkpoints.from_records(good + bad)
+    out = ms.LeaveOneOutSelectionMethod.select(ck).to_dict("records")
+    assert out == [{"trial_seed": 0, "dataset": "D", "algorithm": "ERM", "test_env": 0,
+                    "hparams_seed": 0, "step": 0, "row": 0, "val_acc": pytest.approx(0.85),
+                    "test_acc": 0.1}]   # val: env1_in of [0, 1] and env2_in of [0, 2]
+    for m in (ms.IIDAccuracySelectionMethod, ms.OracleSelectionMethod):
+        assert [r["test_env"] for r in m.select(ck).to_dict("records")] == [0]

@@ -252,6 +252,12 @@ def test_mask_algorithm_without_masks_and_missing_sbatch(tmp_path, capsys, monke
     assert not (tmp_path / "sw").exists()
 
 
+def _write_done(folder):
+    """A finished run as status checks it: a whole records line, then `done`."""
+    _write(folder / "results.jsonl", '{"step": 0}\n')
+    _write(folder / "done", "done")
+
+
 def _fake_bin(tmp_path, name, script):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
@@ -270,7 +276,7 @@ def test_states_from_files_and_one_squeue_call(tmp_path, capsys, monkeypatch):
                single_test_envs=True, data_dir="./data")
     jobs = [sweep.Job(a, str(out)) for a in sweep.make_args_list(cfg)]
     assert len(jobs) == 6
-    _write(out / os.path.basename(jobs[0].output_dir) / "done", "done")
+    _write_done(out / os.path.basename(jobs[0].output_dir))
     _write(out / os.path.basename(jobs[1].output_dir) / "slurm_job_id", "77_1\n")
     _write(out / os.path.basename(jobs[2].output_dir) / "slurm_job_id", "77_2\n")
     _write(out / os.path.basename(jobs[3].output_dir) / "error.txt",
@@ -291,11 +297,15 @@ def test_states_from_files_and_one_squeue_call(tmp_path, capsys, monkeypatch):
     rc, text, _ = _main(capsys, *argv, "--failed")
     assert text.splitlines()[:2] == [str(jobs[3]).replace("Not launched", "Failed"),
                                      "    RuntimeError: boom at step 3"]
-    # the local job stopped (no live process), the SLURM tasks left the queue
+    # the local job stopped (no live process): Incomplete; the SLURM tasks left the queue
+    # without `done`: Failed (they will never finish; `launch` resubmits them), with the reason
     (out / os.path.basename(jobs[4].output_dir) / "running").write_text(f"{socket.gethostname()} 999999999\n")
     _fake_bin(tmp_path, "squeue", f'echo "$@" >> "{calls}"\n')
     rc, text, _ = _main(capsys, *argv)
-    assert text.splitlines()[-1] == "6 jobs: 1 done, 3 incomplete, 1 not launched, 0 running, 0 pending, 1 failed."
+    assert text.splitlines()[-1] == "6 jobs: 1 done, 1 incomplete, 1 not launched, 0 running, 0 pending, 3 failed."
+    rc, text, _ = _main(capsys, *argv, "--failed")
+    assert "    SLURM job 77_1 left the queue without `done` (killed, node failure or time limit); " \
+           f"log: no log at {out}/_submitit/77_1/77_1_0_log.err" in text.splitlines()
 
 
 def test_launch_again_submits_not_launched_and_failed_only(tmp_path, capsys, monkeypatch):
@@ -308,7 +318,7 @@ def test_launch_again_submits_not_launched_and_failed_only(tmp_path, capsys, mon
     assert rc == 0 and len(got[0]) == 3 and "Launched 3 jobs!" in text
     dirs = sorted(j.output_dir for j in got[0])
     assert all(os.path.isdir(d) for d in dirs)
-    _write(out / os.path.basename(dirs[0]) / "done", "done")
+    _write_done(out / os.path.basename(dirs[0]))
     _write(out / os.path.basename(dirs[1]) / "error.txt", "error: boom\n")
     rc, text, _ = _main(capsys, *argv)  # dirs[2]: Incomplete (crashed without a trace): left alone
     assert [j.output_dir for j in got[1]] == [dirs[1]]
@@ -321,7 +331,7 @@ def test_delete_incomplete_keeps_done_and_running(tmp_path, capsys):
             "--single_test_envs", "--output_dir", out, "--skip_confirmation"]
     cfg = _cfg(datasets=["Debug28"], n_hparams=1, n_trials=1, single_test_envs=True, data_dir="./data")
     dirs = [out / sweep.job_dir_name(a) for a in sweep.make_args_list(cfg)]
-    _write(dirs[0] / "done", "done")
+    _write_done(dirs[0])
     _write(dirs[1] / "running", f"{socket.gethostname()} {os.getpid()}\n")
     _write(dirs[2] / "out.txt", "")
     rc, text, _ = _main(capsys, "delete_incomplete", *argv)

@@ -125,6 +125,13 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, args, message):
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: ") and re.search(message, last), err
     assert "Traceback" not in err
+    # one rule (issue 22): refused on bad input -> nothing written, not even the folder;
+    # stopped after it started (NaN loss) -> the same line ends err.txt
+    out = tmp_path / "o"
+    if "1e30" in " ".join(args):
+        assert (out / "err.txt").read_text().strip().splitlines()[-1] == last
+    else:
+        assert not out.exists()
 
 
 def _train_in_process(capsys, *args):
@@ -162,6 +169,8 @@ def test_unreadable_image_and_missing_masks(tmp_path, capsys):
     proc = run_module("domainbed_align.train", *common, "--output_dir", tmp_path / "o", check=False)
     assert proc.returncode == 2
     assert "cannot read image" in proc.stderr and "1.jpg" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "o" / "err.txt").read_text().strip().splitlines()[-1] == proc.stderr.strip().splitlines()[-1]
     rc, err = _train_in_process(capsys, *common, "--output_dir", tmp_path / "o2", "--mask_dir", tmp_path / "masks")
     assert rc == 2 and "masks missing under" in err.splitlines()[-1]
+    assert not (tmp_path / "o2").exists()   # refused before it started: nothing written
     assert "python -m domainbed_align.datasets.masks" in err.splitlines()[-1]

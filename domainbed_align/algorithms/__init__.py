@@ -7,5 +7,6 @@ from domainbed_align.algorithms.registry import (ALGORITHMS, get_algorithm_class
                                                 register_algorithm)
 from domainbed_align.algorithms.base import Algorithm, ERM  # noqa: F401,E402  (registers)
 from domainbed_align.algorithms import align, dre  # noqa: F401
+from domainbed_align.algorithms import align_vrex, align_irm  # noqa: F401
 from domainbed_align.algorithms import (sgt, gradia, res, care, input_gradient,  # noqa: F401
                                         haics, actdiff)

@@ -44,8 +44,8 @@ class ActDiff(GuidedERM):
 
     def losses(self, x, y, m):
         B = len(y)
-        h = self.featurizer(torch.cat([x, shuffle_background(x, m)]))  # (2B, D)
-        logits = self.classifier(h[:B])
+        h = self.featurizer(torch.cat([x, shuffle_background(x, m)])).float()  # (2B, D)
+        logits = self.classifier(h[:B]).float()  # float32 also under bf16 autocast
         dist = weighted_mean((h[:B] - h[B:]).norm(dim=1), guidable(m))
         ce = F.cross_entropy(logits, y)
         return {"ce": ce, "actdiff": dist, "loss": ce + self.hparams["actdiff_lambda"] * dist}

@@ -15,6 +15,8 @@ Schedule, in DomainBed steps t (one `update()` each):
   `align_l3_ramp_steps` (0: full weight at once).
 Each step after W is `masker_steps` masker updates and `classifier_steps` classifier updates on
 the same batch; with the default 1 and 1 the classifier gets as many updates as ERM's.
+Every `update()` returns the same keys (a loss not computed yet is 0: the masker's before W,
+`align` before alignment starts), so every record of a run has the same columns.
 """
 import contextlib
 from typing import Dict
@@ -27,8 +29,10 @@ from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.base import Algorithm, concat_batches
 from domainbed_align.algorithms.dre import dre_regulariser
 from domainbed_align.explain.gradcam import grad_cam, normalize_cam
+from domainbed_align.lib import precision
 
 BCE_EPS = 1e-6
+MASKER_KEYS = ("mask_loss", "mask_dist", "mask_l1", "mask_tv", "mask_area")
 TARGET_POOLS = ("avg", "max", "norm")
 
 
@@ -69,11 +73,12 @@ def _descend(optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: to
     """One step on `module`'s trainable parameters only: gradients come from autograd.grad, so
     nothing leaks into the frozen module's .grad (a known pitfall of .backward())."""
     params = [q for q in module.parameters() if q.requires_grad]
-    grads = torch.autograd.grad(loss, params)
-    optimizer.zero_grad(set_to_none=True)
-    for q, g in zip(params, grads):
-        q.grad = g
-    optimizer.step()
+    with precision.no_autocast(loss.device):  # float32 optimiser (lib/precision.py)
+        grads = torch.autograd.grad(loss, params)
+        optimizer.zero_grad(set_to_none=True)
+        for q, g in zip(params, grads):
+            q.grad = g
+        optimizer.step()
 
 
 @register_algorithm
@@ -100,18 +105,36 @@ class ALIGN(Algorithm):
         xm = x * m  # fill 0 in normalised space: the normalisation mean (a grey)
         return torch.cat([xm, x - xm])
 
-    def masker_step(self, x, y) -> Dict[str, float]:
+    # A subclass adds `WEIGHT * masker_penalty(...)` to L_mask and reports it under PENALTY
+    # (align_vrex.py, align_irm.py); ALIGN itself adds nothing.
+    PENALTY, WEIGHT = None, None
+
+    def masker_penalty(self, kept_logits, y, domains):
+        """Extra masker term from the kept part's logits (B, K), labels (B,) and training-domain
+        index (B,) of each sample; only called when PENALTY is set."""
+        raise NotImplementedError
+
+    def masker_step(self, x, y, domains=None) -> Dict[str, float]:
         hp = self.hparams
         with frozen(self.network):
-            m = self.masker(x)                                     # (B, 1, H, W) in [0, 1]
-            probs = self.network(self._kept_and_removed(x, m)).softmax(dim=1)  # one forward
+            m = self.masker(x).float()                             # (B, 1, H, W) in [0, 1]
+            # one forward: kept, removed; float32 for the losses (bf16 autocast)
+            logits = self.network(self._kept_and_removed(x, m)).float()
+            probs = logits.softmax(dim=1)
             p = probs.gather(1, torch.cat([y, y]).view(-1, 1)).view(2, -1)   # (2, B)
             dist = F.mse_loss(p[0] - p[1], torch.ones_like(p[0]))
             area, tv = m.mean(), total_variation(m)
             loss = dist + hp["align_l1"] * area + hp["align_l2"] * tv
+            extra = {}
+            if self.PENALTY:
+                if domains is None:
+                    domains = torch.zeros_like(y)  # one domain: no spread to penalise
+                penalty = self.masker_penalty(logits[:len(x)], y, domains)
+                loss = loss + hp[self.WEIGHT] * penalty
+                extra[self.PENALTY] = penalty.item()
             _descend(self.masker_optimizer, self.masker, loss)
         return {"mask_loss": loss.item(), "mask_dist": dist.item(), "mask_l1": area.item(),
-                "mask_tv": tv.item(), "mask_area": area.item()}
+                "mask_tv": tv.item(), "mask_area": area.item(), **extra}
 
     def classifier_step(self, x, y, align_weight: float) -> Dict[str, float]:
         """One classifier update: CE + l4 * L_reg (+ align_weight * alignment if > 0)."""
@@ -126,7 +149,7 @@ class ALIGN(Algorithm):
             reg = torch.zeros((), device=x.device)
         ce = F.cross_entropy(logits, y)
         loss = ce + hp["align_l4"] * reg
-        out = {"ce": ce.item(), "reg": reg.item(), "align_weight": float(align_weight)}
+        out = {"ce": ce.item(), "reg": reg.item(), "align_weight": float(align_weight), "align": 0.0}
         if align_weight > 0:
             align_loss = self.alignment_loss(x, F.relu(cam))
             loss = loss + align_weight * align_loss
@@ -139,13 +162,14 @@ class ALIGN(Algorithm):
         """BCE(clamp(norm(cam)), pool(M(x))) (`align_loss` l1: mean |norm(cam) - pool(M(x))|):
         cam (B, h, w) ReLU'd; the mask is a constant."""
         with torch.no_grad(), frozen(self.masker):
-            target = pool_mask(self.masker(x), cam.shape[-2:], self.hparams["align_target_pool"])
+            target = pool_mask(self.masker(x).float(), cam.shape[-2:], self.hparams["align_target_pool"])
         g = normalize_cam(cam, rel_eps=self.hparams["cam_rel_eps"])
         if self.hparams["align_loss"] == "l1":
             return (g - target).abs().mean()
         if self.hparams["align_loss"] != "bce":
             raise ValueError(f"align_loss must be bce or l1, got {self.hparams['align_loss']!r}")
-        return F.binary_cross_entropy(g.clamp(BCE_EPS, 1 - BCE_EPS), target)
+        with precision.no_autocast(x.device):  # CUDA autocast refuses binary_cross_entropy
+            return F.binary_cross_entropy(g.clamp(BCE_EPS, 1 - BCE_EPS), target)
 
     def align_weight(self, t: int) -> float:
         """Weight of the alignment term at step t (0 before the masker has warmed up)."""
@@ -159,15 +183,17 @@ class ALIGN(Algorithm):
     # ------------------------------------------------------------------ DomainBed API
     def update(self, minibatches, unlabeled=None):
         x, y, _ = concat_batches(minibatches)
+        domains = torch.cat([torch.full_like(b[1], i) for i, b in enumerate(minibatches)])  # (B,)
         hp = self.hparams
         t = int(self.update_count)
         self.update_count += 1
         if t < hp["align_warmup_steps"]:
             with frozen(self.masker):
-                return self.classifier_step(x, y, align_weight=0.0)
+                return {**dict.fromkeys(MASKER_KEYS, 0.0),
+                        **self.classifier_step(x, y, align_weight=0.0)}
         vals: Dict[str, list] = {}
         for _ in range(hp["masker_steps"]):
-            for k, v in self.masker_step(x, y).items():
+            for k, v in self.masker_step(x, y, domains).items():
                 vals.setdefault(k, []).append(v)
         with frozen(self.masker):
             for _ in range(hp["classifier_steps"]):

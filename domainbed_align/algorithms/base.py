@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from domainbed_align import networks
+from domainbed_align.lib import precision
 
 # One training-domain batch: (x, y), or (x, y, m) with m: (B, 1, H, W) relevance in [0, 1].
 Batch = Union[Tuple[Tensor, Tensor], Tuple[Tensor, Tensor, Tensor]]
@@ -47,7 +48,8 @@ class Algorithm(nn.Module):
         self.featurizer = networks.Featurizer(self.input_shape, self.hparams)
         self.classifier = networks.Classifier(self.featurizer.n_outputs, self.num_classes,
                                               self.hparams["nonlinear_classifier"])
-        self.network = nn.Sequential(self.featurizer, self.classifier)
+        # Float32Output: logits leave a bf16 autocast region as float32 (lib/precision.py)
+        self.network = nn.Sequential(self.featurizer, self.classifier, precision.Float32Output())
 
     def _adam(self, params, lr: Optional[float] = None) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.hparams["lr"] if lr is None else lr,
@@ -81,9 +83,11 @@ def concat_batches(minibatches: List[Batch]) -> Tuple[Tensor, Tensor, Optional[T
 
 
 def step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    """Backward and optimiser step, with autocast off (float32 optimiser, lib/precision.py)."""
+    with precision.no_autocast(loss.device):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
 
 from domainbed_align.algorithms.registry import register_algorithm  # noqa: E402

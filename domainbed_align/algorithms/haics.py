@@ -11,6 +11,7 @@ from torch import Tensor
 
 from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.guidance import CamGuided, pool_mask
+from domainbed_align.lib import precision
 from domainbed_align.lib.errors import ConfigError
 
 BCE_EPS = 1e-6
@@ -20,7 +21,8 @@ NEGATIVES = ("outside", "none")
 def haics_term(g: Tensor, m: Tensor, negatives: str = "outside") -> Tensor:
     """Per-sample mean BCE over the supervised cells; g (B, h, w) in [0, 1], m (B, 1, H, W)."""
     target = pool_mask(m, g.shape[-2:])
-    bce = F.binary_cross_entropy(g.clamp(BCE_EPS, 1 - BCE_EPS), target, reduction="none")
+    with precision.no_autocast(g.device):  # CUDA autocast refuses binary_cross_entropy
+        bce = F.binary_cross_entropy(g.clamp(BCE_EPS, 1 - BCE_EPS), target, reduction="none")
     if negatives == "outside":
         return bce.mean(dim=(1, 2))
     if negatives == "none":

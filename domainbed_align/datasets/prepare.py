@@ -8,6 +8,8 @@
     python -m domainbed_align.datasets.prepare --dataset TerraIncognita --data_dir D \\
         [--archive eccv_18_all_images_sm.tar.gz --archive caltech_camera_traps.json.zip]
     python -m domainbed_align.datasets.prepare --weights resnet50 [--weights resnet18] [--out DIR]
+    python -m domainbed_align.datasets.prepare --dataset TerraIncognita --from_dir D \\
+        --data_dir D256 --resize 256      (a pre-resized copy for fast loading; datasets/resize.py)
 
 Each source archive is taken from --archive or downloaded (resumably) into
 `<data_dir>/.downloads/`, hashed (sha256 printed, and checked where known), then the dataset is
@@ -19,7 +21,6 @@ Errors are one `error: ...` line and exit 2 (an interrupt exits 130).
 import argparse
 import bz2
 import datetime
-import fcntl
 import gzip
 import json
 import lzma
@@ -39,6 +40,7 @@ from domainbed_align.datasets.check import (Layout, Report, compare_counts, get_
                                             parse_expected, scan_layout)
 from domainbed_align.datasets.download import CHUNK, download, progress_bar, sha256_file
 from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError
+from domainbed_align.lib.locks import FileLock
 from domainbed_align.lib.misc import atomic_write_text
 
 @dataclass(frozen=True)
@@ -429,15 +431,10 @@ def _check_writable(data_dir: str) -> None:
                         f"folder you can write to") from None
 
 
-def _lock(path: str):
-    f = open(path, "w")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        raise DataError(f"another prepare is running on {os.path.dirname(path)} (lock "
-                        f"{path}); wait for it to finish") from None
-    return f
+def _lock(path: str) -> FileLock:
+    """Held while building; removed on the way out, whatever the outcome (no `.lock` left)."""
+    return FileLock(path, advice="another prepare is running on this folder: wait for it to "
+                                 "finish").acquire()
 
 
 def _final_check(folder: str, layout: Layout, expected: Optional[dict]) -> Report:
@@ -549,7 +546,7 @@ def prepare_dataset(dataset: str, data_dir: str, archives: Sequence[str] = (),
             os.rmdir(os.path.join(data_dir, ".downloads"))
         except OSError:  # absent, or holds archives or partial downloads
             pass
-        lock.close()
+        lock.release()
 
 
 # -- backbone weights ----------------------------------------------------------------------------
@@ -622,6 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", default=[], metavar="ARCH",
                    help="fetch torchvision ImageNet weights (resnet50, resnet18)")
     p.add_argument("--out", help="with --weights: write the files here, not the torch hub cache")
+    p.add_argument("--resize", type=int, metavar="N",
+                   help="with --from_dir: copy the prepared dataset there into --data_dir with "
+                        "every image's shorter side at most N px (256: TerraIncognita decodes ~5x faster)")
+    p.add_argument("--from_dir", help="with --resize: the --data_dir the dataset was prepared in")
     return p
 
 
@@ -638,11 +639,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--dataset needs --data_dir")
     if a.out and not a.weights:
         p.error("--out goes with --weights (datasets go to --data_dir)")
+    if (a.resize is None) != (a.from_dir is None):
+        p.error("--resize N and --from_dir D go together: a resized copy of the dataset prepared in D")
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if a.weights:
             fetch_weights(a.weights, a.out, a.timeout)
-        if a.dataset:
+        if a.dataset and a.resize is not None:
+            from domainbed_align.datasets.resize import resize_dataset
+            resize_dataset(a.dataset, a.from_dir, a.data_dir, a.resize)
+        elif a.dataset:
             _preparable(a.dataset)
             layout = get_layout(a.dataset)
             prepare_dataset(a.dataset, a.data_dir, a.archive, a.url, a.sha256,

@@ -57,8 +57,9 @@ def grad_cam_parts(model: nn.Module, layer: nn.Module, x: Tensor,
             including the ones after `layer` (the head). With False alpha is a constant.
 
     Returns:
-        A (B, C', h, w), alpha (B, C', 1, 1) and logits (B, K), for callers that need the cam
-        with and without alpha's graph from one forward (ALIGN with DRE's L_reg).
+        A (B, C', h, w), alpha (B, C', 1, 1) and logits (B, K), all float32 (also under bf16
+        autocast), for callers that need the cam with and without alpha's graph from one
+        forward (ALIGN with DRE's L_reg).
     """
     captured: list[Tensor] = []
 
@@ -96,8 +97,11 @@ def grad_cam_parts(model: nn.Module, layer: nn.Module, x: Tensor,
     with torch.enable_grad():
         score = logits.gather(1, target.view(-1, 1)).sum()
         (dA,) = torch.autograd.grad(score, A, create_graph=create_graph, retain_graph=True)
-        alpha = dA.mean(dim=(2, 3), keepdim=True)  # (B, C', 1, 1)
-    return A, alpha, logits
+        # float32 from here on, also when the network ran under bf16 autocast: the channel
+        # means, the weighted sum and the callers' min-max need float32's resolution
+        # (no copy when A is already float32)
+        alpha = dA.float().mean(dim=(2, 3), keepdim=True)  # (B, C', 1, 1)
+    return A.float(), alpha, logits.float()
 
 
 def normalize_cam(cam: Tensor, eps: float = 1e-8, rel_eps: float = 0.0) -> Tensor:

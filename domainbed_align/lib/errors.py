@@ -15,3 +15,7 @@ class DataError(DomainBedAlignError):
 
 class TrainingError(DomainBedAlignError):
     """Training cannot go on (NaN loss); finished records stay intact."""
+
+
+class StorageError(DomainBedAlignError):
+    """A file could not be written (disk full, quota, read-only); files written before stay intact."""

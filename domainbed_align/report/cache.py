@@ -61,6 +61,10 @@ class RecordCache:
         self.ckpts: Optional[Checkpoints] = None
         self._lazy: Dict[str, tuple] = {}
         self._parts: Optional[Dict[str, np.ndarray]] = None
+        # the cache file as it was when the header was read: the lazy part reads come from
+        # this open file, so another collector renaming a new cache over the path meanwhile
+        # cannot pair our header's offsets with its arrays (a torn read)
+        self._file = None
 
     @classmethod
     def load(cls, sweep_dir: str) -> "RecordCache":
@@ -76,7 +80,8 @@ class RecordCache:
         return cache
 
     def _read(self) -> None:
-        z = np.load(self.path, allow_pickle=False)
+        self._file = open(self.path, "rb")
+        z = np.load(self._file, allow_pickle=False)
         with z:
             header = json.loads(z["header"].tobytes().decode("utf-8"))
             if header.get("version") != VERSION:
@@ -104,7 +109,8 @@ class RecordCache:
         e = self.entries[name]
         if e.part is None:
             if self._parts is None:
-                with np.load(self.path, allow_pickle=False) as z:
+                self._file.seek(0)
+                with np.load(self._file, allow_pickle=False) as z:
                     self._parts = {k: z[k] for k in z.files if k.startswith("p_")}
             k, args_json, width = self._lazy[name]
             a, b = int(self._parts["p_offsets"][k]), int(self._parts["p_offsets"][k + 1])

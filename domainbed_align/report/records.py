@@ -49,9 +49,12 @@ class Sweep:
         self.input_dir = input_dir
         self.run_names: List[str] = []
         self.n_incomplete = 0
+        self.n_done_without_records = 0
         for name in sorted(os.listdir(input_dir)):
             run_dir = os.path.join(input_dir, name)
-            if not os.path.isfile(os.path.join(run_dir, RESULTS_FILE)):
+            records = os.path.join(run_dir, RESULTS_FILE)
+            if not os.path.isfile(records) or os.path.getsize(records) == 0:
+                self.n_done_without_records += os.path.exists(os.path.join(run_dir, "done"))
                 continue
             if not include_incomplete and not os.path.exists(os.path.join(run_dir, "done")):
                 self.n_incomplete += 1
@@ -159,6 +162,9 @@ class Sweep:
         if self.n_incomplete:
             w.append(f"warning: excluded {self.n_incomplete} incomplete run(s) without a "
                      "'done' file; pass --include_incomplete to use them")
+        if self.n_done_without_records:
+            w.append(f"warning: skipped {self.n_done_without_records} run(s) marked done without "
+                     "records (results.jsonl missing or empty); `sweep status` names them")
         if self.ckpts.n_unusable:
             w.append(f"warning: ignored {self.ckpts.n_unusable} record(s) whose args lack "
                      "algorithm, dataset or test_envs (or a single_source run with more than "
