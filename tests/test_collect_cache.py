@@ -122,7 +122,7 @@ def test_a_cache_replaced_between_header_and_parts_is_not_torn(sweep_dir, capsys
     _collect(capsys, sweep_dir)
     for k, name in enumerate(names[1:]):
         got = first.part(name)
-        want = collect_results._read_run_part((k, str(sweep_dir / name / "results.jsonl")))[0]
+        want = records._read_run_part((k, str(sweep_dir / name / "results.jsonl")))[0]
         np.testing.assert_array_equal(got.steps, want.steps)
         np.testing.assert_array_equal(got.acc_in, want.acc_in)
         np.testing.assert_array_equal(got.acc_out, want.acc_out)
