@@ -34,9 +34,14 @@ MODULES = {
               "domainbed_align.train.xǁTrainerǁ_evaluate__*",
               "domainbed_align.train.xǁTrainerǁrequest_stop__*"],
     "model_selection": ["domainbed_align.model_selection.*"],
-    "collect_results": ["domainbed_align.collect_results.*"],
+    "collect_results": ["domainbed_align.collect_results.*", "domainbed_align.report.names.*",
+                        "domainbed_align.report.records.*", "domainbed_align.report.selected.*",
+                        "domainbed_align.report.tables.*",
+                        "domainbed_align.report.comparisons.*"],
     "metrics": ["domainbed_align.explain.metrics.*"],
-    "figures": ["domainbed_align.figures.*"],
+    "figures": ["domainbed_align.figures.*", "domainbed_align.report.grid.*",
+                "domainbed_align.report.figures.*", "domainbed_align.report.saliency.*",
+                "domainbed_align.report.curves.*", "domainbed_align.report.runs.*"],
 }
 KILLED = {1, 3, 36, 24, -24, 152, 255}   # test failure, pytest internal error, timeouts
 STATUS = {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}

@@ -58,6 +58,7 @@ DEFAULTS = {
     "holdout_fraction": 0.2,
     "idtest_fraction": None,      # ours: an ID test split of each training domain (train flag)
     "single_test_envs": False,
+    "tensorboard": False,         # ours: jobs also write TensorBoard event files (train flag)
     "test_envs": None,            # ours: only these held-out domains (domain_generalization)
     "skip_confirmation": False,
     "mask_dir": None,
@@ -161,6 +162,8 @@ def make_args_list(cfg: dict) -> List[dict]:
                                 args[key] = cfg[key]
                         if cfg["idtest_fraction"]:   # 0 and unset: upstream's args exactly
                             args["idtest_fraction"] = cfg["idtest_fraction"]
+                        if cfg["tensorboard"]:        # unset: job folders as before
+                            args["tensorboard"] = True
                         own = {**(cfg["algorithm_hparams"] or {}).get(algorithm, {}), **variant}
                         if own:
                             args["hparams"] = job_hparams(cfg["hparams"], own)
@@ -370,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ours: every job also holds out this fraction of each training domain as "
                         "an ID test split (unset or 0: upstream's jobs and folders exactly)")
     p.add_argument("--single_test_envs", action="store_true")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="ours: every job writes TensorBoard event files in its folder, so "
+                        "`tensorboard --logdir OUTPUT_DIR` shows the sweep live")
     p.add_argument("--test_envs", type=int, nargs="+",
                    help="domain_generalization with only these held-out domains, one job list "
                         "[i] each (e.g. 3: the shortcut-breaking domain of SpuriousDigits)")

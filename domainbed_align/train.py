@@ -34,6 +34,7 @@ from domainbed_align.lib import integrity, precision
 from domainbed_align.lib.errors import (ConfigError, DataError, DomainBedAlignError, StorageError,
                                         TrainingError)
 from domainbed_align.lib.misc import atomic_open, json_line
+from domainbed_align.lib.tb_events import NoEventLog, open_event_log
 
 TASKS = ("domain_generalization", "single_source")
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -62,6 +63,7 @@ class TrainConfig:
     save_model_every_checkpoint: bool = False
     mask_dir: Optional[str] = None
     idtest_fraction: float = 0.0   # ours: a third, untouched split of each training domain
+    tensorboard: bool = False      # ours: also write event files; not part of the run's args
 
     def record_args(self) -> dict:
         """`args` as records store it (lists, not tuples, like argparse's namespace). Our
@@ -71,6 +73,7 @@ class TrainConfig:
         d["test_envs"] = list(self.test_envs)
         if not self.idtest_fraction:
             d.pop("idtest_fraction")
+        d.pop("tensorboard")   # how the run is watched, not what it computes
         return d
 
 
@@ -98,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also hold out this fraction of each training domain as an ID test "
                         "split (env{i}_idtest_* in records), never used for training or "
                         "selection; 0 (default): DomainBed's two splits only")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write every record's numbers and each step's update() terms as "
+                        "TensorBoard event files in --output_dir (pip install -e "
+                        "\".[tensorboard]\")")
     return p
 
 
@@ -186,6 +193,7 @@ class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         self._stop_signal: Optional[int] = None
+        self.events = NoEventLog()
         self._ready = False
         self._resumable_from = 0   # next_step of the newest checkpoint on disk
 
@@ -295,6 +303,7 @@ class Trainer:
         self._write(name, lambda f: f.write(buf.getbuffer()))
 
     def _save_checkpoint(self, next_step: int, checkpoint_vals, records) -> None:
+        self.events.flush()   # every step before next_step is on disk before the checkpoint
         state = {"next_step": next_step, "identity": self._identity(),
                  "algorithm": self.algorithm.state_dict(),
                  "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
@@ -379,6 +388,7 @@ class Trainer:
         if state:
             self._write_records(records)  # a kill between checkpoint and records left them behind
             print(f"resuming at step {start_step} from {CHECKPOINT_FILE}")
+        self.events = open_event_log(c.output_dir, start_step, c.tensorboard)
 
         needs_masks = self.algorithm.NEEDS_MASKS
         loaders_workers = loader_workers(len(self.train_envs))
@@ -398,6 +408,7 @@ class Trainer:
                            for b in next(stream)]
                 with precision.autocast(self.hparams["precision"], self.device):
                     step_vals = self.algorithm.update(batches)
+                self.events.update(step, step_vals)
                 checkpoint_vals["step_time"].append(time.time() - t0)
                 for key, val in step_vals.items():
                     if not math.isfinite(val):
@@ -419,6 +430,7 @@ class Trainer:
                         record["domain_names"] = self.domain_names
                     record.update({"hparams": self.hparams, "args": c.record_args()})
                     records.append(record)
+                    self.events.record(record)
                     checkpoint_vals = collections.defaultdict(list)
                     self._save_checkpoint(step + 1, checkpoint_vals, records)
                     self._write_records(records)
@@ -433,6 +445,7 @@ class Trainer:
                                     self._stop_signal)
         finally:
             stream.close()  # shuts the data-loader workers down now, also on error or pre-emption
+            self.events.close()
         if not c.skip_model_save:
             self._save_model("model.pkl")
         self._save_snapshot()

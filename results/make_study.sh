@@ -1,14 +1,14 @@
 #!/bin/bash
-# Every table and figure of the built-in study (issue 10), regenerated from the committed
-# records under results/sweeps/ (no training, no torch):
+# Every table, figure and sweep page of the built-in study (issue 10), regenerated from the
+# committed records under results/sweeps/ (no training, no torch):
 #   bash results/make_study.sh
 # The records come from the project's own sweep command (sweeps/digits_*.json; see
 # results/run_study.py and run_study_gpu.sh for how they were run); the learning-curve runs
 # from the `train` commands in results/make_curves.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-S=results/sweeps F=results/figures T=results/tables
-rm -rf "$T"; mkdir -p "$F" "$T"
+S=results/sweeps F=results/figures T=results/tables R=results/report
+rm -rf "$T" "$R"; mkdir -p "$F" "$T" "$R"
 collect() {  # collect <sweep> [collect_results flags]: tables into results/tables/<sweep>.*
   local sweep=$1; shift
   python -m domainbed_align.collect_results --input_dir "$S/$sweep" --no_write --no_cache "$@"
@@ -21,7 +21,7 @@ python -m domainbed_align.figures curves --input_dir "$S/digits_curves" --out "$
 # The main sweep: DomainBed tables, ID/OOD, explanation tables, single-source; figures
 if present digits_main; then
   rm -rf "$F/digits_main"
-  collect digits_main --figures "$F/digits_main" > "$T/digits_main.txt"
+  collect digits_main --figures "$F/digits_main" --html "$R/digits_main" > "$T/digits_main.txt"
   collect digits_main --markdown > "$T/digits_main.md"
   collect digits_main --latex > "$T/digits_main.tex"
 fi
@@ -29,10 +29,12 @@ fi
 # Why ALIGN does what it does: cue type (with the clean control), cue strength, ALIGN's knobs
 # (grid sweeps: DomainBed's selection would pick across grid points, so their tables are the
 # numbers behind each figure, <metric>_vs_<hparam>.txt, one mean +/- s.e. per line and value)
-grid() {  # grid <sweep> <figure folder> [collect_results flags]
+grid() {  # grid <sweep> <figure folder> [collect_results flags]; the page: the sweep's own
   local sweep=$1 dir=$2; shift 2
   rm -rf "$F/$dir"
-  collect "$sweep" --figures "$F/$dir" "$@" > /dev/null
+  local page=()
+  [ "$sweep" = "$dir" ] && page=(--html "$R/$sweep")
+  collect "$sweep" --figures "$F/$dir" "${page[@]}" "$@" > /dev/null
   cat "$F/$dir"/*_vs_*.txt > "$T/$dir.txt"
   # over_training.png does not depend on --figures_metric: keep it only in the sweep's own folder
   case " $* " in *" --figures_metric "*) rm -f "$F/$dir/over_training.png" ;; esac
@@ -65,7 +67,7 @@ grid digits_mask_quality digits_mask_quality --figures_vs mask_quality
 if present digits_decisive; then
   rm -rf "$F/digits_decisive"
   collect digits_decisive --compare_to ERM DRE ALIGN --figures "$F/digits_decisive" \
-    > "$T/digits_decisive.txt"
+    --html "$R/digits_decisive" > "$T/digits_decisive.txt"
   collect digits_decisive --compare_to ERM DRE ALIGN --markdown > "$T/digits_decisive.md"
 fi
 control() {  # control <sweep> <--split_by names...> -- <--compare_to references...>
@@ -75,7 +77,7 @@ control() {  # control <sweep> <--split_by names...> -- <--compare_to references
   refs=("$@")
   present "$sweep" || return 0
   collect "$sweep" --selection training_domain --split_by "${split[@]}" \
-    --compare_to "${refs[@]}" > "$T/$sweep.txt"
+    --compare_to "${refs[@]}" --html "$R/$sweep" > "$T/$sweep.txt"
 }
 control digits_controls_targets res_target_rescale gradia_target_rescale -- \
   '[res_target_rescale=true]' '[gradia_target_rescale=true]'
@@ -84,4 +86,11 @@ control digits_controls_graph align_create_graph cam_create_graph -- \
 control digits_controls_align_loss align_loss align_l3 -- \
   'ALIGN[align_l3=0.1,align_loss=bce]' 'ALIGN[align_l3=0.1,align_loss=l1]'
 control digits_controls_mask_quality mask_quality -- '[mask_quality=gt]'
-echo "tables in $T, figures in $F"
+
+# The learning-curve runs: their page (run list, tables, curves of the selected runs)
+collect digits_curves --html "$R/digits_curves" > /dev/null
+# What the main sweep's page looks like in a browser (needs chromium and chromedriver)
+if [ -d "$R/digits_main" ] && command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  python tests/browser.py "$R/digits_main/index.html" "$R/digits_main/screenshot.png"
+fi
+echo "tables in $T, figures in $F, pages in $R"

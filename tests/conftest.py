@@ -16,6 +16,34 @@ def run_module(module, *args, check=True, timeout=600, **kwargs):
     return proc
 
 
+def run_without_torch(code: str) -> subprocess.CompletedProcess:
+    """Run Python `code` in a fresh interpreter and check that it never imported torch (the
+    collector and the figures run on login nodes)."""
+    code += ("\nimport sys\nbad = [m for m in sys.modules if m == 'torch' or "
+             "m.startswith('torch.')]\nprint('TORCH' if bad else 'NO_TORCH')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("NO_TORCH")
+    return res
+
+
+def kill_after_records(proc: subprocess.Popen, results_path, n: int, max_delay_s: float = 0.5,
+                       timeout_s: float = 300) -> None:
+    """kill -9 `proc` at a moment we do not choose: once `results_path` holds `n` records,
+    plus a random delay of up to `max_delay_s`."""
+    import time
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if os.path.exists(results_path):
+            with open(results_path) as f:
+                if len(f.read().splitlines()) >= n:
+                    break
+        time.sleep(0.05)
+    time.sleep(float(os.urandom(1)[0]) / 255 * max_delay_s)
+    proc.send_signal(9)
+    proc.wait()
+
+
 @pytest.fixture
 def weird_tmp_path(tmp_path):
     """A folder whose name has spaces and quotes (submitit's trick for quoting bugs)."""

@@ -72,7 +72,7 @@ def test_registry_order_and_errors():
 
 
 def test_plugin_registers_after_builtins():
-    import domainbed_align.algorithms as registry
+    from domainbed_align.algorithms import registry
     cls = type("MyPlugin", (Algorithm,), {})
     try:
         register_algorithm(cls)

@@ -38,6 +38,10 @@ TRAIN = {
     "--save_model_every_checkpoint": (False, None, 0, None, False, None, TRUE),
     "--mask_dir": (None, S, None, None, False,
                    "relevance-mask folder mirroring the image tree (image datasets)", STORE),
+    "--tensorboard": (False, None, 0, None, False,
+                      "also write every record's numbers and each step's update() terms as "
+                      "TensorBoard event files in --output_dir (pip install -e "
+                      "\".[tensorboard]\")", TRUE),
 }
 
 
@@ -78,6 +82,10 @@ def test_collect_results_flags():
         "--no_write": (False, None, 0, None, False,
                        "print only; do not write results.txt/.tex/.md (nor update the cache) "
                        "into input_dir", TRUE),
+        "--html": (None, None, None, None, False,
+                   "also write a self-contained page DIR/index.html (images beside it): run "
+                   "list with states, every table, figures, saliency grids, learning curves",
+                   STORE),
     }
     flags = _flags(p)
     for flag, spec in expected.items():

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from domainbed_align import collect_cache, collect_results
+from domainbed_align import collect_results
+from domainbed_align.report import cache as collect_cache, records
 
 TINY = os.path.join(os.path.dirname(__file__), "data", "tiny_sweep")
 
@@ -25,13 +26,13 @@ def sweep_dir(tmp_path):
 def reads(monkeypatch):
     """Names of the run folders whose results.jsonl the collector parses."""
     seen = []
-    original = collect_results._read_run_part
+    original = records._read_run_part
 
     def counting(job):
         seen.append(os.path.basename(os.path.dirname(job[1])))
         return original(job)
 
-    monkeypatch.setattr(collect_results, "_read_run_part", counting)
+    monkeypatch.setattr(records, "_read_run_part", counting)
     return seen
 
 
@@ -121,7 +122,7 @@ def test_a_cache_replaced_between_header_and_parts_is_not_torn(sweep_dir, capsys
     _collect(capsys, sweep_dir)
     for k, name in enumerate(names[1:]):
         got = first.part(name)
-        want = collect_results._read_run_part((k, str(sweep_dir / name / "results.jsonl")))[0]
+        want = records._read_run_part((k, str(sweep_dir / name / "results.jsonl")))[0]
         np.testing.assert_array_equal(got.steps, want.steps)
         np.testing.assert_array_equal(got.acc_in, want.acc_in)
         np.testing.assert_array_equal(got.acc_out, want.acc_out)

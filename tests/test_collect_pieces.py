@@ -7,6 +7,7 @@ import pandas as pd
 
 from domainbed_align import catalog, collect_results as cr
 from domainbed_align import model_selection as ms
+from domainbed_align.report import names, selected
 
 
 def test_our_datasets_are_placed_after_their_predecessor(monkeypatch):
@@ -14,7 +15,7 @@ def test_our_datasets_are_placed_after_their_predecessor(monkeypatch):
         "First": ("a",), "Debug28": ("0",), "A": ("x",), "VLCS": ("C",), "B": ("y",), "C": ("z",)})
     upstream = list(cr.UPSTREAM_DATASET_ENVIRONMENTS)
     expected = ["Debug28", "A"] + upstream[1:4] + ["VLCS", "B", "C"] + upstream[5:] + ["First"]
-    assert cr._known_datasets() == expected
+    assert names.known_datasets() == expected
     assert cr.dataset_order(["zz", "C", "VLCS", "aa", "First", "Debug28"]) == \
         ["Debug28", "VLCS", "C", "First", "aa", "zz"]
 
@@ -29,12 +30,12 @@ def test_environment_names(monkeypatch):
 
 def test_numbers_and_means():
     for bad in (None, True, False, "x", [1]):
-        assert math.isnan(cr._num(bad))
-    assert cr._num("0.25") == 0.25 and cr._num(3) == 3.0
-    assert math.isnan(cr._nanmean([])) and math.isnan(cr._nanmean([float("nan")]))
-    assert cr._nanmean([1.0, float("nan"), 2.0]) == 1.5
-    assert cr._mean_over(np.array([1.0, 2.0, 4.0, 8.0]), 3, 1) == 2.5
-    assert cr._finite([1, None, float("nan"), 2.5]) == [1.0, 2.5]
+        assert math.isnan(selected.num(bad))
+    assert selected.num("0.25") == 0.25 and selected.num(3) == 3.0
+    assert math.isnan(selected.nanmean([])) and math.isnan(selected.nanmean([float("nan")]))
+    assert selected.nanmean([1.0, float("nan"), 2.0]) == 1.5
+    assert selected.mean_over(np.array([1.0, 2.0, 4.0, 8.0]), 3, 1) == 2.5
+    assert selected.finite([1, None, float("nan"), 2.5]) == [1.0, 2.5]
 
 
 def test_index_selection_sorts_by_trial_then_domain():
@@ -101,10 +102,10 @@ def test_headings_per_format(tmp_path):
         rep.fmt, rep.out = fmt, []
         for level in (1, 2, 3):
             rep.heading("T", level)
-        assert rep.out == lines, fmt
+        assert [rep._text(b) for b in rep.out] == lines, fmt
     rep.fmt, rep.out = "latex", []
     rep.heading("a_b", 1)
-    assert rep.out == ["\n\\section{a\\_b}\n"]
+    assert [rep._text(b) for b in rep.out] == ["\n\\section{a\\_b}\n"]
 
 
 def test_parse_metrics():

@@ -12,8 +12,10 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import run_without_torch
 from domainbed_align import collect_results as cr
 from domainbed_align import figures
+from domainbed_align.report import grid
 from domainbed_align.lib.errors import ConfigError, DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,8 +180,8 @@ def test_categorical_values_without_a_known_order_are_sorted_and_numbers_are_num
     pts = figures.hparam_curve_points(recs, "w")["Toy"]["ERM"]
     assert pts == approx_points([(0.5, 0.05, 0.0, 1), (2, 0.2, 0.0, 1),
                                 (10, 1.0, 0.0, 1)])
-    assert figures._axis_order([10, 2, 0.5], "w") == ([0.5, 2, 10], True)
-    assert figures._axis_order([True, False], "b") == ([False, True], False)
+    assert grid.axis_order([10, 2, 0.5], "w") == ([0.5, 2, 10], True)
+    assert grid.axis_order([True, False], "b") == ([False, True], False)
 
 
 def test_lines_split_by_the_other_varying_grid_hparams_and_other_metrics():
@@ -317,7 +319,8 @@ def test_main_writes_every_sweep_figure(tmp_path):
                                                       "selection"])
     assert all((out / n).stat().st_size > 1000 for n in names)
     table = (out / "acc_vs_mask_quality.txt").read_text()
-    assert table.startswith("# test-domain accuracy (%) against mask_quality: mean +/- standard")
+    assert table.startswith("# test-domain accuracy (%, higher is better) against mask_quality: "
+                            "mean +/- standard")
     rc, _, err = run_main(["--input_dir", str(tmp_path / "sweep"), "--no_write", "--figures",
                            str(out), "--figures_vs", "mask_quality", "--figures_metric", "suff"])
     assert rc == 0 and (out / "suff_vs_mask_quality.png").stat().st_size > 1000
@@ -350,7 +353,7 @@ def test_saliency_picks_one_run_per_algorithm_in_table_order(tmp_path):
     saliency_sweep(tmp_path)
     runs = figures.find_explanations(str(tmp_path))
     assert [(lab, os.path.basename(os.path.dirname(p))) for lab, p in runs] == \
-        [("ERM", "ERM_0_0"), ("DRE", "DRE_0_0"), ("ALIGN", "ALIGN_1_0")]   # hparams_seed 0 first
+        [("ERM", "ERM_0_0"), ("DRE", "DRE_0_0"), ("ALIGN", "ALIGN_0_2")]   # same images
     runs = figures.find_explanations(str(tmp_path), ["ALIGN", "ERM"], trial_seed=0)
     assert [(lab, os.path.basename(os.path.dirname(p))) for lab, p in runs] == \
         [("ALIGN", "ALIGN_0_2"), ("ERM", "ERM_0_0")]
@@ -363,7 +366,7 @@ def test_saliency_picks_one_run_per_algorithm_in_table_order(tmp_path):
     assert ex["images"].max(axis=(1, 2, 3)) == pytest.approx([1, 1, 1])
     assert ex["cam"].max(axis=(1, 2)) == pytest.approx([1, 1, 1])
     fig = figures.draw_saliency(rows)
-    assert len(fig.axes) == 3 * 3
+    assert len(fig.axes) == 3 * 3 + 2                   # images, then two colour bars
 
 
 def test_saliency_cli_writes_a_png(tmp_path):
@@ -401,17 +404,13 @@ def test_bad_explanations_file_is_a_data_error(tmp_path):
 def test_figures_never_import_torch(tmp_path):
     full_sweep(tmp_path / "sweep")
     saliency_sweep(tmp_path / "sal")
-    code = ("import sys; from domainbed_align import collect_results, figures; "
-            f"assert collect_results.main(['--input_dir', {str(tmp_path / 'sweep')!r}, "
-            f"'--no_write', '--figures', {str(tmp_path / 'f')!r}, '--figures_vs', "
-            "'mask_quality']) == 0; "
-            f"assert figures.main(['saliency', '--input_dir', {str(tmp_path / 'sal')!r}, "
-            f"'--out', {str(tmp_path / 'f' / 's.png')!r}]) == 0; "
-            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
-            "print('TORCH' if bad else 'NO_TORCH')")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout.strip().endswith("NO_TORCH")
+    run_without_torch(
+        "from domainbed_align import collect_results, figures; "
+        f"assert collect_results.main(['--input_dir', {str(tmp_path / 'sweep')!r}, "
+        f"'--no_write', '--figures', {str(tmp_path / 'f')!r}, '--figures_vs', "
+        "'mask_quality']) == 0; "
+        f"assert figures.main(['saliency', '--input_dir', {str(tmp_path / 'sal')!r}, "
+        f"'--out', {str(tmp_path / 'f' / 's.png')!r}]) == 0")
     assert sorted(os.listdir(tmp_path / "f")) == ["acc_vs_mask_quality.png",
                                                    "acc_vs_mask_quality.txt",
                                                    "over_training.png", "s.png"]
@@ -425,9 +424,9 @@ def test_last_records_and_history_follow_the_collector_on_requeued_files(tmp_pat
         f.write('{"step": 9, "args": {"algor')                      # killed mid-write
     write_run(tmp_path, "s", recs[:1])
     sweep = cr.Sweep(str(tmp_path), workers=1, use_cache=False)
-    assert {k: v["env0_in_acc"] for k, v in figures.last_records(sweep).items()} == \
+    assert {k: v["env0_in_acc"] for k, v in sweep.last_records().items()} == \
         {0: 0.3, 1: 0.1}                                    # a requeued step: the last written
-    assert [r["env0_in_acc"] for r in figures.run_history(sweep, 0)] == [0.1, 0.3]
+    assert [r["env0_in_acc"] for r in sweep.history(0)] == [0.1, 0.3]
 
 
 def test_unwritable_figures_folder_keeps_the_tables(tmp_path):

@@ -4,6 +4,8 @@ import json
 import numpy as np
 
 from domainbed_align import collect_results
+from domainbed_align.lib import records as lib_records
+from domainbed_align.report import records as report_records
 from domainbed_align.collect_results import Sweep, parse_line, read_run
 from domainbed_align.lib.records import is_done, read_jsonl
 
@@ -33,7 +35,7 @@ def test_parse_line():
 
 
 def test_parse_line_without_orjson(monkeypatch):
-    monkeypatch.setattr(collect_results, "_fast_loads", None)
+    monkeypatch.setattr(lib_records, "_fast_loads", None)
     assert parse_line('{"a": 0.1}') == {"a": 0.1}
     assert parse_line('{"a": ') is None
     assert parse_line('"text"') is None
@@ -110,7 +112,7 @@ def test_sweep_counts_and_warnings(tmp_path):
 
 
 def test_parallel_reader_gives_the_same_counts(tmp_path, monkeypatch):
-    monkeypatch.setattr(collect_results, "PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr(report_records, "PARALLEL_MIN_FILES", 2)
     _run_dir(tmp_path, "a", [json.dumps(_rec(0, 0.1)) + "\n", '{"st'])
     _run_dir(tmp_path, "b", [json.dumps(_rec(0, 0.2)) + "\n"] * 3)
     serial = Sweep(str(tmp_path), workers=1)

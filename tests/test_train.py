@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import REPO, run_module, without_timing
+from conftest import REPO, kill_after_records, run_module, without_timing
 from domainbed_align.lib.records import read_jsonl
 
 UPSTREAM_ARGS = {"algorithm", "checkpoint_freq", "data_dir", "dataset", "holdout_fraction", "hparams",
@@ -63,15 +63,7 @@ def test_killed_run_resumes_to_identical_records(tmp_path):
     # kill -9 at a moment we do not choose: after the 3rd record, plus a random delay
     out = tmp_path / "killed"
     proc = subprocess.Popen(_train_cmd(out), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        path = out / "results.jsonl"
-        if path.exists() and len(path.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.05)
-    time.sleep(float(os.urandom(1)[0]) / 255 * 0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_records(proc, out / "results.jsonl", 3)
     assert not (out / "done").exists(), "the run finished before the kill; make it longer"
     subprocess.run(_train_cmd(out), check=True, cwd=REPO, capture_output=True)
     assert _strip(_records(out)) == _strip(_records(ref))

@@ -41,7 +41,7 @@ def test_checkpoint_and_model_load_without_running_code(tmp_path, capsys):
     """A tampered checkpoint.pt is refused with one line (weights_only), the payload never runs;
     the trainer's own files load with weights_only=True."""
     from domainbed_align.train import main
-    from domainbed_align.explain.__main__ import load_run
+    from domainbed_align.lib.saved import load_run
     out = tmp_path / "run"
     args = ["--dataset", "Debug28", "--steps", "3", "--checkpoint_freq", "1", "--output_dir", str(out),
             "--hparams", '{"explain_n": 4}']

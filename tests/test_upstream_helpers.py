@@ -120,7 +120,7 @@ class PortedMixup(PortedERM):
 
 
 def test_an_upstream_style_algorithm_registers_and_trains(tmp_path):
-    import domainbed_align.algorithms as registry
+    from domainbed_align.algorithms import registry
     from domainbed_align import hparams_registry, train
     namespace = {}
     exec(compile(UPSTREAM_STYLE, "ported.py", "exec"), namespace)

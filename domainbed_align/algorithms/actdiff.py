@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.guidance import GuidedERM, guidable, weighted_mean
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from domainbed_align import networks
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.base import Algorithm, concat_batches
 from domainbed_align.algorithms.dre import dre_regulariser
 from domainbed_align.explain.gradcam import grad_cam, normalize_cam

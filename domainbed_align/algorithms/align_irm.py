@@ -19,7 +19,7 @@ scaled right in all domains at once. With one training domain this is a calibrat
 import torch
 import torch.nn.functional as F
 
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.align import ALIGN
 
 

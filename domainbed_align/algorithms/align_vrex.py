@@ -19,7 +19,7 @@ the mask. With one training domain (single-source) the variance is 0 and this is
 import torch
 import torch.nn.functional as F
 
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.align import ALIGN
 
 

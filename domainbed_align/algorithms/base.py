@@ -90,7 +90,7 @@ def step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
         optimizer.step()
 
 
-from domainbed_align.algorithms import register_algorithm  # noqa: E402
+from domainbed_align.algorithms.registry import register_algorithm  # noqa: E402
 
 
 @register_algorithm

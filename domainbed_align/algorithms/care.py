@@ -10,7 +10,7 @@ so the two regions count alike whatever their areas), G = min-max Grad-CAM in [0
 import torch
 from torch import Tensor
 
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.guidance import CamGuided
 from domainbed_align.explain.gradcam import upsample_cam
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.base import ERM, concat_batches, step
 from domainbed_align.explain.gradcam import grad_cam_parts, normalize_cam
 

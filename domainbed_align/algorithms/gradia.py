@@ -6,7 +6,7 @@ relevance mask pooled to the Grad-CAM grid (optionally Gaussian-blurred):
 w_i = 0 for samples whose mask is empty or full. T peaks at 1 like the reference's binary
 target and the min-max Grad-CAM (`gradia_target_rescale`; false: pool(m) as is).
 """
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.guidance import CamGuided, blur_maps, peak_one, pool_mask
 
 

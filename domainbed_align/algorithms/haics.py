@@ -9,7 +9,7 @@ cell outside the mask as a negative (target 0); `none` supervises the mask cells
 import torch.nn.functional as F
 from torch import Tensor
 
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.guidance import CamGuided, pool_mask
 from domainbed_align.lib import precision
 from domainbed_align.lib.errors import ConfigError

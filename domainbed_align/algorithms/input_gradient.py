@@ -12,7 +12,7 @@ lambda means the same at 28 and 224 px. The penalised gradient needs create_grap
 import torch.nn.functional as F
 from torch import Tensor
 
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.guidance import GuidedERM, guidable, input_gradient, weighted_mean
 from domainbed_align.lib.errors import ConfigError
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from domainbed_align.algorithms import register_algorithm
+from domainbed_align.algorithms.registry import register_algorithm
 from domainbed_align.algorithms.guidance import (GuidedERM, blur_maps, guidable, peak_one,
                                                  pool_mask, true_class_cam, weighted_mean)
 

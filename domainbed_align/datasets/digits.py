@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from domainbed_align.datasets import register_dataset
+from domainbed_align.datasets.registry import register_dataset
 from domainbed_align.datasets.base import MultipleDomainDataset, TensorDomain
 from domainbed_align.lib.errors import ConfigError
 from domainbed_align.lib.misc import seed_hash

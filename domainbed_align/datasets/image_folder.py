@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from domainbed_align.datasets import register_dataset
+from domainbed_align.datasets.registry import register_dataset
 from domainbed_align.datasets.base import MultipleDomainDataset
 from domainbed_align.lib.errors import ConfigError, DataError
 

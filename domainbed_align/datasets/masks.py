@@ -111,7 +111,7 @@ class RunGradCam:
     def __init__(self, run_dir: str, dataset: str, threshold: float = 0.5, device: Optional[str] = None):
         import torch
         from domainbed_align.algorithms import get_algorithm_class
-        from domainbed_align.explain.__main__ import load_run
+        from domainbed_align.lib.saved import load_run
         from domainbed_align.datasets.image_folder import _transforms
         if not 0 < threshold < 1:
             raise ConfigError(f"--threshold must be in (0, 1), got {threshold}")

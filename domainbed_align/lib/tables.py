@@ -12,12 +12,15 @@ FORMATS = ("text", "latex", "markdown")
 _LATEX_SPECIALS = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    # the direction arrows of metric columns and headings: math symbols, not raw unicode
+    "↑": r"$\uparrow$", "↓": r"$\downarrow$", "·": r"$\cdot$", "±": r"$\pm$",
 }
-_PM = {"text": "+/-", "latex": r"$\pm$", "markdown": "±"}
+_PM = {"text": "+/-", "latex": r"$\pm$", "markdown": "±", "html": "±"}
 
 
 def latex_escape(text: str) -> str:
-    """Escape the ten LaTeX special characters (upstream crashes or breaks on them)."""
+    """Escape the ten LaTeX special characters (upstream crashes or breaks on them); arrows
+    and ± become math symbols."""
     return "".join(_LATEX_SPECIALS.get(ch, ch) for ch in str(text))
 
 
