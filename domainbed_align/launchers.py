@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import submitit
 
-from domainbed_align.lib.errors import ConfigError, DomainBedAlignError
+from domainbed_align.lib.errors import ConfigError, DomainBedAlignError, one_line
 from domainbed_align.lib.locks import marker_alive, marker_text
 from domainbed_align.lib.misc import atomic_write_text
 
@@ -95,8 +95,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         except train.Preempted:
             raise
         except DomainBedAlignError as e:
-            _record_error(error_path, f"error: {train.one_line(e)}\n")
-            raise JobFailed(f"{self.output_dir}: {train.one_line(e)}") from None
+            _record_error(error_path, f"error: {one_line(e)}\n")
+            raise JobFailed(f"{self.output_dir}: {one_line(e)}") from None
         except Exception:
             _record_error(error_path, traceback.format_exc())
             raise

@@ -31,10 +31,15 @@ from domainbed_align.datasets.loaders import loader_workers, train_batches
 from domainbed_align.datasets.splits import domain_splits, split_indices  # noqa: F401
 from domainbed_align.evaluation import evaluate_split, explain_subsample
 from domainbed_align.lib import integrity, precision
+from domainbed_align.lib.checkpoint_state import as_json_types, rng_state, set_rng_state
 from domainbed_align.lib.errors import (ConfigError, DataError, DomainBedAlignError, StorageError,
-                                        TrainingError)
+                                        TrainingError, one_line)
 from domainbed_align.lib.misc import atomic_open, json_line
 from domainbed_align.lib.tb_events import NoEventLog, open_event_log
+from domainbed_align.lib.tee import Tee
+
+# the helpers' names from before they moved to lib (tests and benchmarks use them)
+_rng_state, _set_rng_state, _Tee = rng_state, set_rng_state, Tee
 
 TASKS = ("domain_generalization", "single_source")
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -125,34 +130,6 @@ def _parse_hparams_json(text: Optional[str]) -> dict:
         raise ConfigError(f"--hparams must be a JSON object like '{{\"lr\": 1e-4}}', got {text!r}")
     return value
 
-
-def _rng_state() -> dict:
-    """Every RNG state as tensors and plain types, so checkpoints load with weights_only=True."""
-    version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    state = {"python": [version, list(internal), gauss],
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _plain(value):
-    """Records and hparams as JSON types only (no numpy scalars): safe for weights_only loads."""
-    return json.loads(json.dumps(value))
 
 
 def _mem_gb() -> float:
@@ -307,8 +284,8 @@ class Trainer:
         state = {"next_step": next_step, "identity": self._identity(),
                  "algorithm": self.algorithm.state_dict(),
                  "optimizers": {k: o.state_dict() for k, o in self.algorithm.optimizers().items()},
-                 "rng": _rng_state(), "checkpoint_vals": _plain(dict(checkpoint_vals)),
-                 "records": _plain(records)}
+                 "rng": rng_state(), "checkpoint_vals": as_json_types(dict(checkpoint_vals)),
+                 "records": as_json_types(records)}
         self._write_torch(CHECKPOINT_FILE, state)
         self._resumable_from = next_step
 
@@ -332,7 +309,7 @@ class Trainer:
         self.algorithm.load_state_dict(state["algorithm"])
         for k, opt in self.algorithm.optimizers().items():
             opt.load_state_dict(state["optimizers"][k])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self._resumable_from = state["next_step"]
         return state
 
@@ -357,7 +334,7 @@ class Trainer:
         self._write_torch(name, {"args": c.record_args(), "model_input_shape": self.dataset.input_shape,
                                  "model_num_classes": self.dataset.num_classes,
                                  "model_num_domains": len(self.train_envs),
-                                 "model_hparams": _plain(self.hparams),
+                                 "model_hparams": as_json_types(self.hparams),
                                  "model_dict": self.algorithm.state_dict()})
 
     # ------------------------------------------------------------------ the loop
@@ -461,56 +438,6 @@ class Trainer:
         print(f"step {record['step']:>6}  loss {loss:.4f}  {accs}", flush=True)
 
 
-def one_line(e: BaseException) -> str:
-    """The user-facing line of an error, also when a DataLoader worker wrapped it in a traceback."""
-    last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-    prefix = f"{type(e).__module__}.{type(e).__name__}: "
-    return last[len(prefix):] if last.startswith(prefix) else last
-
-
-class _Tee:
-    """Write to a stream and append to a file (DomainBed's out.txt / err.txt). The file is
-    best effort: on a full or read-only disk it stops, and the stream still gets every line."""
-
-    def __init__(self, stream, path):
-        self.stream = stream
-        try:
-            self.file = open(path, "a")
-        except OSError:
-            self.file = None
-
-    def write(self, text):
-        self.stream.write(text)
-        if self.file is not None:
-            try:
-                self.file.write(text)
-                self.file.flush()
-            except OSError:
-                self._drop()
-
-    def flush(self):
-        self.stream.flush()
-        if self.file is not None:
-            try:
-                self.file.flush()
-            except OSError:
-                self._drop()
-
-    def _drop(self):
-        try:
-            self.file.close()
-        except OSError:
-            pass
-        self.file = None
-
-    def close(self):
-        if self.file is not None:
-            self._drop()
-
-    def isatty(self):
-        return self.stream.isatty()
-
-
 def run(config: TrainConfig, handle_signals: bool = True) -> str:
     """One run with DomainBed's out.txt / err.txt; returns the output folder.
 
@@ -529,8 +456,8 @@ def run(config: TrainConfig, handle_signals: bool = True) -> str:
         if not trainer.is_done():
             trainer.setup()   # every input checked before the folder is made
         make_output_dir(config.output_dir)
-        sys.stdout = _Tee(stdout, os.path.join(config.output_dir, "out.txt"))
-        sys.stderr = _Tee(stderr, os.path.join(config.output_dir, "err.txt"))
+        sys.stdout = Tee(stdout, os.path.join(config.output_dir, "out.txt"))
+        sys.stderr = Tee(stderr, os.path.join(config.output_dir, "err.txt"))
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGUSR2):
                 previous[sig] = signal.signal(sig, lambda signum, frame: trainer.request_stop(signum))
@@ -545,7 +472,7 @@ def run(config: TrainConfig, handle_signals: bool = True) -> str:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         for tee in (sys.stdout, sys.stderr):
-            if isinstance(tee, _Tee):
+            if isinstance(tee, Tee):
                 tee.close()
         sys.stdout, sys.stderr = stdout, stderr
 

@@ -20,7 +20,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError
+from domainbed_align.lib.errors import ConfigError, DataError, DomainBedAlignError, one_line
 from domainbed_align.lib.saved import load_run
 
 EXAMPLE = ("python -m domainbed_align.explain --run_dir RUN --env 3 --n 16 --out gradcam.png")
@@ -76,7 +76,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return _run(a)
     except DomainBedAlignError as e:
-        from domainbed_align.train import one_line
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
 

@@ -19,3 +19,10 @@ class TrainingError(DomainBedAlignError):
 
 class StorageError(DomainBedAlignError):
     """A file could not be written (disk full, quota, read-only); files written before stay intact."""
+
+
+def one_line(e: BaseException) -> str:
+    """The user-facing line of an error, also when a DataLoader worker wrapped it in a traceback."""
+    last = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+    prefix = f"{type(e).__module__}.{type(e).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
