@@ -226,9 +226,10 @@ def _wait(flags):
 
 @pytest.mark.slow
 def test_requeue_and_kill_soak_ends_with_the_records_of_unbroken_runs(tmp_path, capsys):
-    """CI's size: 100 jobs of 4 steps, 4 at a time, one requeue or kill every 1.5 s
-    (SOAK_JOBS shrinks it on a busy machine; benchmarks/requeue_soak.py is the long form)."""
-    n_jobs = int(os.environ.get("SOAK_JOBS", "100"))
+    """CI's size: 20 jobs of 4 steps, 4 at a time, one requeue or kill every 1.5 s, a few
+    minutes on 2 cores (SOAK_JOBS=100 is the issue's full soak: 24 minutes on 2 cores, measured
+    in the README's fault section; benchmarks/requeue_soak.py is the long form)."""
+    n_jobs = int(os.environ.get("SOAK_JOBS", "20"))
     counts = run_soak(tmp_path / "sw", n_jobs=n_jobs, steps=4, parallelism=4,
                       chaos_period_s=1.5)
     with capsys.disabled():
