@@ -246,7 +246,7 @@ def test_two_usr2_requeues_resume_from_the_newest_checkpoint_each_time(tmp_path)
     out = tmp_path / "sw"
     flags = ["--datasets", "Debug28", "--algorithms", "ERM", "--n_hparams", "1", "--n_trials",
              "1", "--test_envs", "0", "--steps", "1000", "--checkpoint_freq", "100",
-             "--hparams", '{"explain_n": 4}', "--output_dir", str(out)]
+             "--hparams", '{"explain_n": 4, "batch_size": 8}', "--output_dir", str(out)]
     assert sweep.main(["launch", *flags, *SLURM]) == 0
     job = _status_jobs(flags)[0]
     slurm_id = _array_ids([job])[0]

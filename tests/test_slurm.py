@@ -86,8 +86,10 @@ def test_preempted_job_resumes_to_the_records_of_an_unbroken_run(tmp_path, cance
     # long enough that the pre-emption lands mid-run on an idle machine too (Debug28 steps
     # take milliseconds: with 200 steps the job could finish before the requeue arrived)
     # one job (--test_envs 0): the other two would only repeat it and share the 2 CPUs
+    # batch 8 (not Debug28's 64): a step costs ~0.02 s of CPU, not ~0.17, so the two
+    # pre-emptions and their reference runs take a minute or two, not a quarter of an hour
     extra = ["--algorithms", "ERM", "--steps", "2000", "--checkpoint_freq", "200",
-             "--hparams", '{"explain_n": 4}', "--test_envs", "0"]
+             "--hparams", '{"explain_n": 4, "batch_size": 8}', "--test_envs", "0"]
     _launch(out, *extra)
     jobs = _jobs(out, *extra)
     ids = _slurm_ids(jobs)
