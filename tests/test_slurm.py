@@ -80,16 +80,48 @@ def test_small_sweep_runs_as_one_job_array(tmp_path, cancel_after):
     assert os.path.isdir(out / launchers.SUBMITIT_DIR)
 
 
+def _kill_wait_s():
+    """The cluster's KillWait: how long a job keeps running between SIGTERM and SIGKILL."""
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.split("=")[0].strip() == "KillWait":
+            return float(line.split("=")[1].split()[0])
+    return 30.0  # SLURM's default
+
+
+def _steps_outlasting(seconds, tmp_path, hparams):
+    """Steps of ERM on Debug28 that still have `seconds` of training left after step 400.
+
+    `scontrol requeue` sends SIGTERM, which submitit's job ignores, and SIGKILL KillWait seconds
+    later: a job whose remaining steps take less than that finishes before it is killed, writes
+    `done`, and its requeued copy has nothing to resume (a fast CI machine did exactly that with
+    a fixed 2,000 steps). So the step count is measured on this machine, never guessed: a short
+    run in this process gives the seconds per step, and the job gets three KillWaits of work
+    past its second record (at least 2,000 steps, at most 20,000).
+    """
+    args = dict(dataset="Debug28", algorithm="ERM", test_envs=[0], hparams=hparams, steps=401,
+                checkpoint_freq=200, output_dir=str(tmp_path / "calibration"), seed=0,
+                trial_seed=0, hparams_seed=0, skip_model_save=True)
+    launchers.TrainJob(args)()
+    with open(os.path.join(args["output_dir"], "results.jsonl")) as f:
+        step_time = max(json.loads(line)["step_time"] for line in f)
+    steps = 400 + 3 * seconds / step_time
+    return int(min(max(2000, -(-steps // 200) * 200), 20000))
+
+
 @pytest.mark.parametrize("how", ["scontrol_requeue", "submitit_usr2"])
 def test_preempted_job_resumes_to_the_records_of_an_unbroken_run(tmp_path, cancel_after, how):
     out = tmp_path / "sw"
-    # long enough that the pre-emption lands mid-run on an idle machine too (Debug28 steps
-    # take milliseconds: with 200 steps the job could finish before the requeue arrived)
     # one job (--test_envs 0): the other two would only repeat it and share the 2 CPUs
     # batch 8 (not Debug28's 64): a step costs ~0.02 s of CPU, not ~0.17, so the two
     # pre-emptions and their reference runs take a minute or two, not a quarter of an hour
-    extra = ["--algorithms", "ERM", "--steps", "2000", "--checkpoint_freq", "200",
-             "--hparams", '{"explain_n": 4, "batch_size": 8}', "--test_envs", "0"]
+    hparams = '{"explain_n": 4, "batch_size": 8}'
+    # long enough that the pre-emption lands mid-run however fast this machine is: USR2 is
+    # handled at once, a requeue kills only KillWait seconds after its SIGTERM
+    steps = _steps_outlasting(_kill_wait_s() if how == "scontrol_requeue" else 1.0, tmp_path,
+                              hparams)
+    extra = ["--algorithms", "ERM", "--steps", str(steps), "--checkpoint_freq", "200",
+             "--hparams", hparams, "--test_envs", "0"]
     _launch(out, *extra)
     jobs = _jobs(out, *extra)
     ids = _slurm_ids(jobs)
@@ -111,12 +143,12 @@ def test_preempted_job_resumes_to_the_records_of_an_unbroken_run(tmp_path, cance
                  or any(j.state == sweep.FAILED for j in js))
     assert all(j.state == sweep.DONE for j in jobs), [str(j) for j in jobs]
     with open(os.path.join(job.output_dir, "out.txt")) as f:
-        assert "resuming at step" in f.read()
+        assert "resuming at step" in f.read(), f"{steps} steps finished before the pre-emption"
     # the same job, unbroken, in this process
     ref = dict(job.train_args, output_dir=str(tmp_path / "ref"))
     launchers.TrainJob(ref)()
     assert _records(job.output_dir) == _records(ref["output_dir"])
-    assert [r["step"] for r in _records(job.output_dir)] == list(range(0, 2000, 200)) + [1999]
+    assert [r["step"] for r in _records(job.output_dir)] == list(range(0, steps, 200)) + [steps - 1]
 
 
 def test_failed_job_shows_failed_and_only_it_is_resubmitted(tmp_path, cancel_after, capsys):
