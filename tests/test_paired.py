@@ -159,3 +159,25 @@ def test_forest_plot_draws_the_same_intervals(hand_sweep, tmp_path, capsys):
     assert collect_results.main(["--input_dir", hand_sweep, "--compare_to", "ERM", "--no_write",
                                  "--figures", str(out)]) == 0
     assert (out / "forest_ERM.png").stat().st_size > 1000
+
+
+def test_forest_plot_labels_fit_and_do_not_cover_the_next_panel():
+    """Long split_by labels (the mask-quality control's) once ran off the figure's left edge and
+    over the second panel: every drawn row label lies inside the figure and left of its own
+    axes, and with the same rows in both panels only the first names them."""
+    from domainbed_align.report.draw import draw_forest
+    long = [(f"GradMask[mask_quality={q}] - GradMask[mask_quality=gt]", paired_difference(v))
+            for q, v in (("all_but_cue", [-0.2, -0.25, -0.1]), ("random", [0.02, 0.01, 0.03]))]
+    fig = draw_forest({"OOD accuracy (x100)": long, "ID accuracy (x100)": long},
+                      "[mask_quality=gt]")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width = fig.bbox.width
+    first, second = fig.axes
+    drawn = [t for t in first.get_yticklabels() if t.get_text()]
+    assert [t.get_text() for t in drawn] == [f"{lab} (n=3)" for lab, _ in reversed(long)]
+    assert not [t for t in second.get_yticklabels() if t.get_text()]
+    box = first.get_window_extent(renderer)
+    for t in drawn:
+        ext = t.get_window_extent(renderer)
+        assert 0 <= ext.x0 and ext.x1 <= box.x0 + 1 and ext.x1 <= width

@@ -105,8 +105,16 @@ def draw_forest(panels, reference: str, scale: float = 100.0):
     """One panel per quantity: each algorithm's mean paired difference to the reference with
     its 95% interval as a horizontal bar; the dotted line is no difference."""
     n_rows = max(len(rows) for rows in panels.values())
-    fig, axes = figure(len(panels), width=PANEL_IN, height=max(2.0, 0.35 * n_rows + 1.2))
-    for ax, (title, rows) in zip(axes, panels.items()):
+    labels = [[f"{label} (n={d.n})" for label, d in reversed(rows)] for rows in panels.values()]
+    # Row labels ("GradMask[mask_quality=all_but_cue] - GradMask[mask_quality=gt] (n=5)") can
+    # be wider than a panel: the figure widens by their width (constrained layout gives up
+    # otherwise and draws them over the next panel), and when every panel has the same rows
+    # only the first names them.
+    shared = all(lab == labels[0] for lab in labels)
+    label_in = max(len(t) for lab in labels for t in lab) * FONT_PT * 0.62 / 72
+    per_panel = PANEL_IN + (label_in / min(len(panels), MAX_PANELS_PER_ROW) if shared else label_in)
+    fig, axes = figure(len(panels), width=per_panel, height=max(2.0, 0.35 * n_rows + 1.2))
+    for i, (ax, (title, rows)) in enumerate(zip(axes, panels.items())):
         for y, (label, d) in enumerate(reversed(rows)):
             lo = d.low if d.n > 1 else d.mean
             hi = d.high if d.n > 1 else d.mean
@@ -115,8 +123,7 @@ def draw_forest(panels, reference: str, scale: float = 100.0):
             ax.plot(scale * d.mean, y, "o", color=colour, ms=5)
         ax.axvline(0, ls=":", color="#888888", lw=0.8)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([f"{label} (n={d.n})" for label, d in reversed(rows)],
-                           fontsize=FONT_PT)
+        ax.set_yticklabels(labels[i] if i == 0 or not shared else [], fontsize=FONT_PT)
         ax.set_title(title, fontsize=FONT_PT + 1)
         ax.set_xlabel(f"difference to {reference}", fontsize=FONT_PT)
         ax.tick_params(labelsize=FONT_PT)
