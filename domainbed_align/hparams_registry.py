@@ -272,12 +272,21 @@ def _rrr(hparam, dataset):
     # Penalties are means over input features (not sums): at init on SpuriousDigits the RRR
     # term is ~1e-5 and GradMask's ~1e-3, so these defaults make them ~0.1 of the CE.
     hparam("rrr_lambda", 1e4, lambda r: 10 ** r.uniform(2, 5))
+    _input_gradient_controls(hparam)
 
 
 @algorithm_hparams("GradMask")
 def _gradmask(hparam, dataset):
     hparam("gradmask_lambda", 100.0, lambda r: 10 ** r.uniform(0, 3))
     hparam("gradmask_target", "true", lambda r: "true")  # true-class logit, or "sum" of logits
+    _input_gradient_controls(hparam)
+
+
+def _input_gradient_controls(hparam):
+    # A control (issue 18), never drawn: true penalises the input gradient of a sample whose
+    # mask is empty everywhere (nothing relevant) instead of skipping it, which with
+    # `mask_quality: none` is the method without any annotation, the penalty on every pixel.
+    hparam("penalise_empty_masks", False, lambda r: False)
 
 
 @algorithm_hparams("HAICS")

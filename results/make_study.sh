@@ -93,6 +93,7 @@ control digits_controls_graph align_create_graph cam_create_graph -- \
 control digits_controls_align_loss align_loss align_l3 -- \
   'ALIGN[align_l3=0.1,align_loss=bce]' 'ALIGN[align_l3=0.1,align_loss=l1]'
 control digits_controls_mask_quality mask_quality -- '[mask_quality=gt]'
+control digits_controls_penalty_everywhere mask_quality -- '[mask_quality=gt]'
 
 # The learning-curve runs: their page (run list, tables, curves of the selected runs)
 collect digits_curves --html "$R/digits_curves" > /dev/null

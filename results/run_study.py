@@ -21,7 +21,7 @@ PRIORITY = ["digits_cue", "digits_mask_quality", "digits_mask_quality_align", "d
             # issue 18: the decisive sweep, then its controls and ablations
             "digits_decisive", "digits_controls_targets", "digits_controls_targets_gradia",
             "digits_controls_graph", "digits_controls_graph_cam", "digits_controls_align_loss",
-            "digits_controls_mask_quality",
+            "digits_controls_mask_quality", "digits_controls_penalty_everywhere",
             # issue 19: the domain-aware maskers against ALIGN, the deciding cell first
             "digits_beyond_align_patch95", "digits_beyond_align_patch80",
             "digits_beyond_align_background95", "digits_beyond_align_background80"]

@@ -84,3 +84,37 @@ def test_control_masks_reach_the_dataset():
     _, _, m = env[0]
     gt = env.eval_masks[0]          # the ground truth, which the metrics always use
     assert torch.equal(torch.as_tensor(m).float(), 1 - torch.as_tensor(gt).float())
+
+
+def test_penalise_empty_masks_weights_empty_masks_only():
+    from domainbed_align.algorithms.input_gradient import penalty_weight
+    m = torch.zeros(3, 1, 2, 2)
+    m[0, 0, 0, 0] = 1          # partial: guided either way
+    m[2] = 1                   # full: nothing outside, weight 0 either way
+    assert penalty_weight(m, {}).tolist() == [1.0, 0.0, 0.0]
+    assert penalty_weight(m, {"penalise_empty_masks": False}).tolist() == [1.0, 0.0, 0.0]
+    assert penalty_weight(m, {"penalise_empty_masks": True}).tolist() == [1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("name,power", [("GradMask", 1), ("RRR", 2)])
+def test_penalise_empty_masks_is_the_penalty_on_every_pixel(name, power):
+    """With empty masks the control's term is the mean of |g|^power over all input features
+    (g the method's own input gradient); without the control the term is exactly 0."""
+    from domainbed_align import hparams_registry
+    from domainbed_align.algorithms import get_algorithm_class
+    from domainbed_align.algorithms.guidance import input_gradient
+    torch.manual_seed(0)
+    hp = hparams_registry.default_hparams(name, "SpuriousDigits")
+    assert hp["penalise_empty_masks"] is False
+    alg = get_algorithm_class(name)((3, 28, 28), 10, 3, hp)
+    x, y, m = torch.rand(4, 3, 28, 28), torch.tensor([0, 1, 2, 3]), torch.zeros(4, 1, 28, 28)
+    key = name.lower()
+    assert alg.losses(x, y, m)[key].item() == 0.0
+    if name == "RRR":
+        score = lambda z: torch.nn.functional.log_softmax(z, dim=1).sum(dim=1)
+    else:
+        score = lambda z: z.gather(1, y.view(-1, 1))[:, 0]
+    g, _ = input_gradient(alg.network, x, score, create_graph=False)
+    alg.hparams["penalise_empty_masks"] = True
+    assert alg.losses(x, y, m)[key].item() == pytest.approx(g.abs().pow(power).mean().item(),
+                                                            rel=1e-5)
