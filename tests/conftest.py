@@ -30,16 +30,24 @@ def run_without_torch(code: str) -> subprocess.CompletedProcess:
 def kill_after_records(proc: subprocess.Popen, results_path, n: int, max_delay_s: float = 0.5,
                        timeout_s: float = 300) -> None:
     """kill -9 `proc` at a moment we do not choose: once `results_path` holds `n` records,
-    plus a random delay of up to `max_delay_s`."""
+    plus a random delay of up to `max_delay_s`, and never more than 0.8 of the time the
+    previous record took to arrive, so the kill lands before the next record whatever the
+    machine's speed (a fixed delay let a fast machine finish the run first)."""
     import time
     deadline = time.time() + timeout_s
+    seen, arrived = 0, {}
     while time.time() < deadline:
         if os.path.exists(results_path):
             with open(results_path) as f:
-                if len(f.read().splitlines()) >= n:
-                    break
-        time.sleep(0.05)
-    time.sleep(float(os.urandom(1)[0]) / 255 * max_delay_s)
+                seen = len(f.read().splitlines())
+            arrived.setdefault(seen, time.time())
+            if seen >= n:
+                break
+        time.sleep(0.002)
+    interval = arrived.get(seen, 0.0) - max((t for k, t in arrived.items() if k < seen),
+                                            default=arrived.get(seen, 0.0))
+    cap = min(max_delay_s, 0.8 * interval) if interval > 0 else max_delay_s
+    time.sleep(float(os.urandom(1)[0]) / 255 * cap)
     proc.send_signal(9)
     proc.wait()
 
