@@ -95,6 +95,29 @@ control digits_controls_align_loss align_loss align_l3 -- \
 control digits_controls_mask_quality mask_quality -- '[mask_quality=gt]'
 control digits_controls_penalty_everywhere mask_quality -- '[mask_quality=gt]'
 
+# Issue 19: the domain-aware maskers against ALIGN, one folder per (cue, agreement) cell;
+# the selected models' rows (CSV) feed the mask-density figure
+cells=()
+for cell in patch95 patch80 background95 background80; do
+  sweep=digits_beyond_align_$cell
+  present "$sweep" || continue
+  if collect "$sweep" --compare_to ALIGN --csv "$T/$sweep.csv" > "$T/$sweep.txt"; then
+    cells+=("$T/$sweep.csv")
+  else
+    rm -f "$T/$sweep.txt" "$T/$sweep.csv"
+    echo "$sweep: not enough runs yet for its comparisons (resume: results/run_study.py)" >&2
+  fi
+done
+if [ ${#cells[@]} -gt 0 ]; then
+  python results/beyond_align_densities.py "$F/beyond_align_mask_density.png" "${cells[@]}" \
+    > "$T/digits_beyond_align_mask_density.txt"
+fi
+if present digits_beyond_align_patch95; then
+  python -m domainbed_align.figures saliency --input_dir "$S/digits_beyond_align_patch95" \
+    --test_env 3 --trial_seed 0 --hparams_seed 0 --algorithms ALIGN ALIGN_VREx ALIGN_IRM \
+    --out "$F/saliency_beyond_align_patch95.png"
+fi
+
 # The learning-curve runs: their page (run list, tables, curves of the selected runs)
 collect digits_curves --html "$R/digits_curves" > /dev/null
 # What the main sweep's page looks like in a browser (needs chromium and chromedriver)

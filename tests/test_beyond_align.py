@@ -239,3 +239,31 @@ def test_sweep_command_launches_them_like_any_algorithm(tmp_path, capsys):
         hp = hparams_registry.run_hparams(job["algorithm"], job["dataset"], job["hparams_seed"],
                                           job["trial_seed"], json.loads(job["hparams"]))
         assert (hp["digits_cue"], hp["cue_agreement"], hp["align_warmup_steps"]) == ("patch", 0.95, 400)
+
+
+def test_density_figure_script_reads_cells_and_pairs_cue_with_strokes_within_a_model(tmp_path):
+    """results/beyond_align_densities.py: cue and agreement from the CSV's name, only the
+    training-domain selection, and criterion (1)'s difference taken within each selected model."""
+    import importlib.util
+    import pandas as pd
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "results", "beyond_align_densities.py")
+    spec = importlib.util.spec_from_file_location("beyond_align_densities", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [("training_domain", "ALIGN", 2.0, 1.0), ("training_domain", "ALIGN", 3.0, 1.0),
+            ("training_domain", "ALIGN", 4.0, 4.0), ("oracle", "ALIGN", 9.0, 0.0)]
+    csv = tmp_path / "digits_beyond_align_patch95.csv"
+    pd.DataFrame(rows, columns=["selection", "algorithm", "ood_mask_density_cue",
+                                "ood_mask_density_strokes"]).to_csv(csv, index=False)
+    cells = mod.read_cells([str(csv)])
+    assert len(cells) == 3 and set(cells["cue"]) == {"patch"} and set(cells["agreement"]) == {0.95}
+    points = mod.density_points(cells)
+    # the tables' standard error (DomainBed's: population std / sqrt(n)), values 2, 3, 4
+    se = math.sqrt(2 / 3) / math.sqrt(3)
+    assert points["patch", "ALIGN", "cue"] == [(0.95, 3.0, pytest.approx(se), 3)]
+    d = mod.cue_minus_strokes(cells)["patch", "ALIGN", 0.95]
+    assert (d.mean, d.n) == (pytest.approx(1.0), 3)
+    # paired: the spread of the differences 1, 2, 0 (sd 1), not of either region's densities
+    assert d.low == pytest.approx(1.0 - 4.302653 * 1.0 / math.sqrt(3), abs=1e-5)
+    with pytest.raises(SystemExit, match="expected digits_beyond_align"):
+        mod.read_cells([str(tmp_path / "cells.csv")])

@@ -147,3 +147,18 @@ def test_upsample_and_overlay_by_hand():
     gray = lambda v: np.stack([v, v, v, np.ones_like(v)], axis=-1)   # noqa: E731
     out = saliency.overlay(np.zeros((2, 2, 3)), np.array([[0.0, 1.0], [0.5, 0.2]]), gray)
     assert np.allclose(out[..., 0], [[0.0, 0.5], [0.25, 0.1]])
+
+
+@pytest.mark.parametrize("kinds", [["cam", "mask"], ["cam", "mask", "cam", "mask", "cam", "mask"]])
+def test_saliency_colour_bars_never_overlap(kinds):
+    """One bar per kind of row; with several masked algorithms the kinds interleave, and a bar
+    beside rows 0, 2, 4 and one beside rows 1, 3, 5 used to be drawn over each other."""
+    rs = np.random.RandomState(0)
+    ex = {"images": rs.rand(2, 4, 4, 3), "cam": rs.rand(2, 2, 2), "mask": rs.rand(2, 4, 4),
+          "gt": None, "y": np.zeros(2, int), "pred": np.zeros(2, int)}
+    fig = saliency.draw_saliency([(f"row {i}", kind, ex) for i, kind in enumerate(kinds)])
+    fig.canvas.draw()
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(bars) == 2
+    a, b = (ax.get_window_extent() for ax in bars)
+    assert a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0, (a, b)

@@ -218,15 +218,19 @@ def draw_saliency(rows, title: str = ""):
 
 
 def _colour_bars(fig, axes, kinds: Sequence[str]):
-    """One colour bar per kind of row, beside those rows: what a colour means."""
+    """One colour bar per kind of row, beside those rows: what a colour means. Where the kinds
+    interleave (several algorithms with masks), each bar spans every row, side by side: a bar
+    beside rows 0, 2, 4 and one beside rows 1, 3, 5 would overlap."""
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     for kind, cmap, label in (("cam", "jet", "Grad-CAM\n(per image, max 1)"),
                               ("mask", "gray", "learned mask")):
         rows = [r for r, k in enumerate(kinds) if k == kind]
         if rows:
-            bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=list(axes[rows].ravel()),
-                               shrink=0.9, aspect=12 * len(rows), pad=0.01)
+            span = rows if rows == list(range(rows[0], rows[-1] + 1)) else range(len(kinds))
+            bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap),
+                               ax=list(axes[list(span)].ravel()),
+                               shrink=0.9, aspect=12 * len(span), pad=0.01)
             bar.set_label(label, fontsize=FONT_PT - 1)
             bar.ax.tick_params(labelsize=FONT_PT - 1)
 
