@@ -1,6 +1,7 @@
 """Faults at cluster scale (issue 22) that need no scheduler: damaged files, a full disk,
 concurrent launches and collectors, queued jobs. Each test backs a row of README's fault
 table. The SLURM ones (requeue soak, node failure, MaxArraySize): test_faults_slurm.py."""
+import contextlib
 import errno
 import json
 import os
@@ -412,13 +413,11 @@ def test_a_real_local_launch_shows_running_and_pending(tmp_path, capsys):
 # Collectors on a live sweep
 # --------------------------------------------------------------------------------------------
 
-def test_two_collectors_while_jobs_write(tmp_path):
-    """Jobs keep rewriting their records (atomically, as the trainer does) while two collectors
-    run at once, twice over: each prints the tables of a cold read, and afterwards the cache
-    gives exactly what a cold read gives."""
-    src = os.path.join(os.path.dirname(__file__), "data", "tiny_sweep")
-    out = tmp_path / "sweep"
-    shutil.copytree(src, out)
+@contextlib.contextmanager
+def _jobs_rewriting_records(out):
+    """A thread rewriting the runs' records (atomically, as the trainer does) until the block
+    ends: the same records, so tables must not change, while every rewrite invalidates that
+    run's cache entry."""
     runs = sorted(n for n in os.listdir(out) if (out / n / "results.jsonl").exists())
     stop = threading.Event()
 
@@ -427,29 +426,64 @@ def test_two_collectors_while_jobs_write(tmp_path):
         k = 0
         while not stop.is_set():
             path = out / runs[k % len(runs)] / "results.jsonl"
-            # the trainer's rewrite (temp file, rename); the same records, so the tables must
-            # not change, while every rewrite invalidates that run's cache entry
             atomic_write_text(str(path), path.read_text(), fsync=False)
             k += 1
             time.sleep(0.002)
 
     thread = threading.Thread(target=writer)
     thread.start()
-    cmd = [sys.executable, "-m", "domainbed_align.collect_results", "--input_dir", str(out),
-           "--workers", "1"]
     try:
-        for _ in range(2):
-            procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True) for _ in range(2)]
-            outs = [p.communicate(timeout=300) for p in procs]
-            assert [p.returncode for p in procs] == [0, 0], outs
-            assert all(o[0].startswith("Total records: ") and "Traceback" not in o[1]
-                       for o in outs)
+        yield
     finally:
         stop.set()
         thread.join()
+
+
+def _concurrently(cmd, n=2):
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(n)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0] * n, outs
+    assert all("Traceback" not in o[1] for o in outs), outs
+    return outs
+
+
+def test_two_collectors_while_jobs_write(tmp_path):
+    """Two collectors run at once while jobs rewrite their records, twice over: each prints the
+    tables of a cold read, and afterwards the cache gives exactly what a cold read gives."""
+    src = os.path.join(os.path.dirname(__file__), "data", "tiny_sweep")
+    out = tmp_path / "sweep"
+    shutil.copytree(src, out)
+    cmd = [sys.executable, "-m", "domainbed_align.collect_results", "--input_dir", str(out),
+           "--workers", "1"]
+    with _jobs_rewriting_records(out):
+        for _ in range(2):
+            outs = _concurrently(cmd)
+            assert all(o[0].startswith("Total records: ") for o in outs)
     cold = subprocess.run(cmd + ["--no_cache", "--no_write"], cwd=REPO, capture_output=True,
                           text=True, check=True).stdout
     warm = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert warm == cold
     assert all(o[0] == cold for o in outs)
+
+
+def test_two_page_collectors_into_one_folder_while_jobs_write(tmp_path):
+    """Two `--html` collectors writing the same page folder at once, while jobs rewrite their
+    records: both succeed, and the folder holds whole files, byte for byte what one cold
+    collector writes there (every file is written to a temporary name and renamed)."""
+    src = os.path.join(os.path.dirname(__file__), "data", "tiny_sweep")
+    out, page = tmp_path / "sweep", tmp_path / "page"
+    shutil.copytree(src, out)
+    cmd = [sys.executable, "-m", "domainbed_align.collect_results", "--input_dir", str(out),
+           "--workers", "1", "--html", str(page)]
+    with _jobs_rewriting_records(out):
+        _concurrently(cmd)
+    concurrent = {n: (page / n).read_bytes() for n in sorted(os.listdir(page))}
+    shutil.rmtree(page)
+    for name in os.listdir(out):  # a cold read by the same command (the page names it)
+        if name.startswith("_collect_cache"):
+            os.remove(out / name)
+    subprocess.run(cmd, cwd=REPO, capture_output=True, check=True)
+    cold = {n: (page / n).read_bytes() for n in sorted(os.listdir(page))}
+    assert "index.html" in cold and len(cold) >= 3
+    assert concurrent == cold
