@@ -71,6 +71,21 @@ _TIMING = ("step_time", "mem_gb")
 NEW_HPARAMS = {"align_loss", "precision"}   # declared after 9066f76; each draws from its own stream
 
 
+def _tolerance(key: str) -> dict:
+    """How close a number must come to the committed one. Training (accuracies, losses) is
+    pinned to float32 rounding. The explanation metrics of these 5-step models are computed
+    from the same weights, but on a near-flat Grad-CAM and on differences of probabilities near
+    1, so another CPU's kernels (AVX2 vs AVX-512, measured: 1e-5 on comp, 7e-5 on IoU) move
+    them more; and the pointing game counts hits on ~9 images, where a tie for the Grad-CAM's
+    maximum can flip one hit (1/9 measured)."""
+    metric = key.rsplit("_", 1)[-1] if not key.endswith("pg_cls") else "pg_cls"
+    if metric in ("pg", "pg_cls"):
+        return dict(abs=0.15)
+    if metric in ("acc", "auc") or key == "loss" or not key.startswith("env"):
+        return dict(rel=1e-4, abs=1e-6)
+    return dict(rel=1e-2, abs=1e-3)
+
+
 def _same_record(a: dict, b: dict):
     assert sorted(a) == sorted(b)
     for k in a:
@@ -83,7 +98,7 @@ def _same_record(a: dict, b: dict):
         if isinstance(a[k], float) and isinstance(b[k], float):
             assert math.isnan(a[k]) == math.isnan(b[k]), k
             if not math.isnan(a[k]):
-                assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
+                assert a[k] == pytest.approx(b[k], **_tolerance(k)), k
         else:
             assert a[k] == b[k], k
 
